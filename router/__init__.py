@@ -1,0 +1,1 @@
+"""Difficulty-aware LLM query router: the proxy, backends, ledger and CLI."""

@@ -1,0 +1,31 @@
+"""The `router` command line: one typer app, a sub-app per concern.
+
+Every RouterError is printed as a one-line message with exit code 2; users never see a traceback
+for a mistake they can fix.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from router.cli.classifier import classifier_app
+from router.errors import RouterError
+
+app = typer.Typer(
+    name="router",
+    help="Difficulty-aware LLM query router: train the difficulty classifier, check policies, serve.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(classifier_app, name="classifier")
+
+
+def main() -> None:
+    """Console-script entry point: run the app, turning RouterError into a clean message."""
+    try:
+        app(standalone_mode=True)
+    except RouterError as error:  # pragma: no cover - exercised through subprocess tests
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        sys.exit(2)

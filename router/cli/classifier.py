@@ -1,0 +1,256 @@
+"""`router classifier ...`: train, evaluate, score and explain the difficulty classifier."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+
+from router.cli._common import configure_logging, reports_errors
+
+classifier_app = typer.Typer(help="Train, evaluate, score with and explain the difficulty classifier.", no_args_is_help=True)
+
+
+def console() -> Console:
+    """A console built per call, so width and colour follow the current environment."""
+    return Console()
+
+
+class Estimator(str, Enum):
+    """Which model kind to fit (auto = cross-validate all and keep the best)."""
+
+    auto = "auto"
+    logreg = "logreg"
+    knn = "knn"
+    ensemble = "ensemble"
+
+
+class DataFormat(str, Enum):
+    """Input data formats (auto = detect from the file)."""
+
+    auto = "auto"
+    outcomes = "outcomes"
+    routellm = "routellm"
+    routerbench = "routerbench"
+    labels = "labels"
+
+
+DataOption = Annotated[
+    list[str],
+    typer.Option("--data", help="Routing-outcome or label file (JSONL/CSV) or URL; repeat for several."),
+]
+FormatOption = Annotated[DataFormat, typer.Option("--format", help="Format of the --data files.")]
+SkipOption = Annotated[
+    bool, typer.Option("--skip-bad-rows", help="Skip malformed rows (counted and reported) instead of stopping.")
+]
+EmbeddingOption = Annotated[
+    str | None,
+    typer.Option("--embedding-model", help="sentence-transformers model name or folder (default: the artifact's, or all-MiniLM-L6-v2)."),
+]
+NoCacheOption = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the on-disk embedding cache.")]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")]
+
+
+def _encoder(name: str | None, no_cache: bool) -> Any:
+    from classifiers.embedding_cache import EmbeddingCache
+    from classifiers.encoders import DEFAULT_EMBEDDING_MODEL, SentenceTransformerEncoder
+
+    return SentenceTransformerEncoder(
+        name or DEFAULT_EMBEDDING_MODEL, cache=None if no_cache else EmbeddingCache(), show_progress=True
+    )
+
+
+def _fmt(value: float) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def _metrics_table(title: str, rows: list[tuple[str, Any]]) -> Table:
+    table = Table(title=title)
+    for column in ("set", "n", "weak acc", "strong acc", "AUC", "ECE", "APGR", "CPT(50%)", "CPT(80%)"):
+        table.add_column(column, justify="left" if column == "set" else "right")
+    for name, m in rows:
+        table.add_row(
+            name, str(m.n), _fmt(m.weak_accuracy), _fmt(m.strong_accuracy), _fmt(m.auc), _fmt(m.ece),
+            _fmt(m.apgr), _fmt(m.cpt50), _fmt(m.cpt80),
+        )
+    return table
+
+
+def _print_result(title: str, result: Any) -> None:
+    if result.overall is None:
+        console().print(f"{title}: AUC {_fmt(result.auc)} (one target column: routing metrics need two tiers)")
+        return
+    rows = [("overall", result.overall)] + list(result.by_source.items())
+    console().print(_metrics_table(title, rows))
+
+
+@classifier_app.command("train")
+@reports_errors
+def train_command(
+    data: DataOption,
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the classifier artifact into.")],
+    estimator: Annotated[Estimator, typer.Option("--estimator", help="Model kind; auto picks by cross-validation.")] = Estimator.auto,
+    cv: Annotated[int, typer.Option("--cv", min=2, max=20, help="Cross-validation folds for model selection.")] = 5,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed for folds and models.")] = 0,
+    data_format: FormatOption = DataFormat.auto,
+    skip_bad_rows: SkipOption = False,
+    embedding_model: EmbeddingOption = None,
+    no_cache: NoCacheOption = False,
+    no_neighbour_ids: Annotated[
+        bool, typer.Option("--no-neighbour-ids", help="Do not store training ids for `explain` in the artifact.")
+    ] = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Train a difficulty classifier on routing outcomes and save it to --out."""
+    from classifiers.training import train
+
+    configure_logging(verbose)
+    report = train(
+        data, out, _encoder(embedding_model, no_cache), model=estimator.value, folds=cv, seed=seed,
+        data_format=data_format.value, skip_bad_rows=skip_bad_rows, store_neighbour_ids=not no_neighbour_ids,
+    )
+    console().print(report.loaded.summary())
+    for result in report.candidates:
+        _print_result(f"{cv}-fold CV: {result.params}", result)
+    seconds = ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items())
+    console().print(f"chosen: {report.chosen.params}; timings: {seconds}")
+    console().print(f"saved classifier to {out}")
+
+
+@classifier_app.command("evaluate")
+@reports_errors
+def evaluate_command(
+    data: DataOption,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="Saved classifier folder to evaluate (default: the shipped one).")
+    ] = None,
+    cv: Annotated[
+        int | None, typer.Option("--cv", min=2, max=20, help="Cross-validate on --data instead of evaluating a saved model.")
+    ] = None,
+    estimator: Annotated[Estimator, typer.Option("--estimator", help="With --cv: which model kinds to compare.")] = Estimator.auto,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed for the folds.")] = 0,
+    data_format: FormatOption = DataFormat.auto,
+    skip_bad_rows: SkipOption = False,
+    embedding_model: EmbeddingOption = None,
+    no_cache: NoCacheOption = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """AUC, calibration error, APGR and CPT(50%/80%), overall and per source."""
+    from classifiers.training import cross_validate_files, cv_summary, load_training_data
+
+    configure_logging(verbose)
+    if cv is not None and model is not None:
+        raise typer.BadParameter("use either --model DIR (evaluate a saved classifier) or --cv K, not both")
+    if cv is not None:
+        _, results = cross_validate_files(
+            data, _encoder(embedding_model, no_cache), model=estimator.value, folds=cv, seed=seed,
+            data_format=data_format.value, skip_bad_rows=skip_bad_rows,
+        )
+        if as_json:
+            typer.echo(json.dumps([cv_summary(r) for r in results], indent=2))
+            return
+        for result in results:
+            _print_result(f"{cv}-fold CV: {result.params}", result)
+        return
+    from classifiers.embedding_cache import EmbeddingCache
+    from classifiers.evaluation import evaluate
+    from classifiers.loading import load_classifier
+
+    classifier = load_classifier(model, embedding_model=embedding_model, cache=None if no_cache else EmbeddingCache())
+    _, dataset = load_training_data(data, data_format=data_format.value, skip_bad_rows=skip_bad_rows)
+    evaluation = evaluate(classifier, dataset)
+    if as_json:
+        typer.echo(json.dumps(cv_summary(evaluation.result), indent=2))
+        return
+    _print_result(f"classifier {classifier.path_} on {', '.join(data)}", evaluation.result)
+
+
+@classifier_app.command("score")
+@reports_errors
+def score_command(
+    input_path: Annotated[Path, typer.Option("--input", help="JSONL with `id` and `prompt` on each row.")],
+    output_path: Annotated[Path, typer.Option("--output", help="JSONL to write, one {id, difficulty} per input row.")],
+    model: Annotated[Path | None, typer.Option("--model", help="Saved classifier folder (default: the shipped one).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Prompts per embedding batch.")] = 256,
+    no_cache: NoCacheOption = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Score prompts: write each row's difficulty in input order, ids preserved."""
+    from classifiers.embedding_cache import EmbeddingCache
+    from classifiers.evaluation import read_score_input, score_texts
+    from classifiers.loading import load_classifier
+
+    configure_logging(verbose)
+    rows = read_score_input(input_path)
+    classifier = load_classifier(model, cache=None if no_cache else EmbeddingCache())
+    if classifier.encoder is not None and hasattr(classifier.encoder, "show_progress"):
+        classifier.encoder.show_progress = False  # one progress bar, over batches, below
+    partial = output_path.with_name(output_path.name + ".partial")
+    ids = [row_id for row_id, _ in rows]
+    written = 0
+    with partial.open("w", encoding="utf-8") as handle, tqdm(
+        total=len(rows), unit="prompt", desc="scoring", disable=not sys.stderr.isatty()
+    ) as progress:
+        for difficulties in score_texts(classifier, [prompt for _, prompt in rows], batch_size):
+            for difficulty in difficulties:
+                handle.write(json.dumps({"id": ids[written], "difficulty": round(float(difficulty), 6)}) + "\n")
+                written += 1
+            progress.update(len(difficulties))
+    partial.replace(output_path)  # the output appears whole or not at all
+    console().print(f"scored {written} prompts into {output_path}")
+
+
+@classifier_app.command("explain")
+@reports_errors
+def explain_command(
+    text: Annotated[str, typer.Argument(help="The prompt to score and explain.")],
+    model: Annotated[Path | None, typer.Option("--model", help="Saved classifier folder (default: the shipped one).")] = None,
+    neighbours: Annotated[int, typer.Option("-k", "--neighbours", min=1, max=50, help="How many similar training examples to show.")] = 5,
+    data: Annotated[
+        list[str] | None, typer.Option("--data", help="Training data file(s), to show the neighbours' prompts by id.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the explanation as JSON.")] = False,
+    verbose: VerboseOption = False,
+) -> None:
+    """Show a prompt's difficulty and the nearest training examples with their outcomes."""
+    from classifiers.explain import explain
+    from classifiers.loading import load_classifier
+
+    configure_logging(verbose)
+    classifier = load_classifier(model)
+    result = explain(classifier, text, neighbours)
+    prompts: dict[str, str] = {}
+    if data:
+        from classifiers.loaders import load_many
+
+        prompts = {r.id: r.prompt for r in load_many(data, skip_bad_rows=True).records}
+    if as_json:
+        payload = {
+            "text": result.text,
+            "difficulty": result.difficulty,
+            "success": result.success,
+            "neighbours": [
+                {**n.__dict__, **({"prompt": prompts[n.id]} if n.id in prompts else {})} for n in result.neighbours
+            ],
+        }
+        typer.echo(json.dumps(payload, indent=2))
+        return
+    success = ", ".join(f"{tier} {p:.2f}" for tier, p in result.success.items())
+    console().print(f"difficulty {result.difficulty:.3f}  (P(correct): {success})")
+    table = Table(title=f"{len(result.neighbours)} nearest training examples")
+    for column in ("similarity", "id", "source", *classifier.tiers_, "prompt"):
+        table.add_column(column)
+    for n in result.neighbours:
+        marks = ["✓" if n.success[t] >= 0.5 else "✗" for t in classifier.tiers_]
+        prompt = prompts.get(n.id, "")
+        table.add_row(f"{n.similarity:.3f}", n.id, n.source, *marks, prompt[:80] + ("…" if len(prompt) > 80 else ""))
+    console().print(table)

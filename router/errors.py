@@ -1,0 +1,62 @@
+"""The project's error tree: every failure a user can cause or meet has a typed error here.
+
+    RouterError                 root; the CLI prints its message, never a traceback
+    ├── ConfigError             a setting, CLI argument or config file is wrong
+    │   └── PolicyError         router.yaml fails validation (messages carry YAML path and line)
+    ├── DataError               a data file is malformed (messages name the file and line)
+    ├── EmbeddingError          the text encoder cannot be loaded or run
+    ├── ClassifierError         the difficulty classifier cannot be used
+    │   ├── NotFittedError      predict before fit
+    │   └── ArtifactError       a saved classifier is missing, corrupt or incompatible
+    └── BackendError            a model backend failed
+        ├── BackendTimeout      no answer in time
+        └── BackendUnavailable  the upstream refused or is down
+
+Messages are full sentences that say what to do next.
+"""
+
+from __future__ import annotations
+
+
+class RouterError(Exception):
+    """Root of every error this project raises on purpose."""
+
+
+class ConfigError(RouterError):
+    """A setting, CLI argument or configuration file is invalid."""
+
+
+class PolicyError(ConfigError):
+    """router.yaml does not validate; the message lists each problem with its YAML path and line."""
+
+
+class DataError(RouterError):
+    """A data file cannot be read or has a malformed row."""
+
+
+class EmbeddingError(RouterError):
+    """The sentence embedding model cannot be loaded or run."""
+
+
+class ClassifierError(RouterError):
+    """The difficulty classifier cannot be used as asked."""
+
+
+class NotFittedError(ClassifierError):
+    """The classifier was used before `fit` was called."""
+
+
+class ArtifactError(ClassifierError):
+    """A classifier artifact is missing, corrupt, or was made by an incompatible version."""
+
+
+class BackendError(RouterError):
+    """A model backend failed to produce a completion."""
+
+
+class BackendTimeout(BackendError):
+    """A model backend did not answer within its timeout."""
+
+
+class BackendUnavailable(BackendError):
+    """A model backend refused the request or could not be reached."""

