@@ -10,16 +10,19 @@ One probabilistic model per tier predicts P(tier answers correctly | prompt). Di
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import ThreadpoolController
 
 from classifiers.encoders import TextEncoder
 from router.errors import ConfigError, NotFittedError
 
 MODEL_KINDS = ("logreg", "knn", "ensemble")
+_SMALL_BATCH = 64
 
 
 class KnnScorer:
@@ -133,6 +136,15 @@ class DifficultyClassifier:
         """Difficulty in [0, 1]: the probability that the cheapest tier answers incorrectly."""
         return 1.0 - self.predict_proba(texts)[:, 0]
 
+    def predict_gain(self, texts: Sequence[str]) -> np.ndarray:
+        """Routing score in [-1, 1]: P(strongest tier correct) - P(cheapest tier correct).
+
+        Ranking by this gain instead of by difficulty keeps prompts that every tier fails on the
+        cheap tier, which is where cost per correct answer is won (see data/README.md).
+        """
+        proba = self.predict_proba(texts)
+        return proba[:, -1] - proba[:, 0]
+
     def predict_proba_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
         """Success probability per tier from precomputed embeddings."""
         self._check_is_fitted()
@@ -141,6 +153,14 @@ class DifficultyClassifier:
                 f"Embeddings have shape {embeddings.shape}; this classifier was trained on width "
                 f"{self.n_features_in_}. Use the embedding model it was trained with."
             )
+        if len(embeddings) <= _SMALL_BATCH:
+            # Right after torch encodes, its OpenMP threads still spin; a multi-threaded BLAS call then
+            # fights them and a 1 ms product takes 30 ms. One BLAS thread is faster for small batches.
+            with _blas_controller().limit(limits=1, user_api="blas"):
+                return self._combine(embeddings)
+        return self._combine(embeddings)
+
+    def _combine(self, embeddings: np.ndarray) -> np.ndarray:
         parts = []
         if self.linear_:
             parts.append(np.column_stack([_linear_proba(model, embeddings) for model in self.linear_]))
@@ -176,6 +196,12 @@ class DifficultyClassifier:
     def _check_is_fitted(self) -> None:
         if not hasattr(self, "tiers_"):
             raise NotFittedError("This DifficultyClassifier is not fitted yet: call fit() or load a saved one.")
+
+
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    """One controller per process: building it scans the loaded libraries, which takes milliseconds."""
+    return ThreadpoolController()
 
 
 def _linear_proba(model: tuple[np.ndarray, float] | float, embeddings: np.ndarray) -> np.ndarray:

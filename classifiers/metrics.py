@@ -5,6 +5,10 @@ model), send the top share f to strong and the rest to weak, for f = 0, 0.01, ..
 PGR(f) = (accuracy(f) - acc_weak) / (acc_strong - acc_weak); APGR is the area under PGR(f);
 CPT(x) is the smallest f with PGR(f) >= x. Tied scores are treated as a random order
 (their expected accuracy), so a coarse scorer is not flattered or punished by sort order.
+
+Two rankings are reported: by the routing score (the predicted gain of escalating,
+P(strong correct) - P(weak correct)), which is what the router uses, and by difficulty
+(P(weak wrong)) alone, the `*_difficulty` fields.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ class RoutingMetrics:
     apgr: float
     cpt50: float
     cpt80: float
+    apgr_difficulty: float
+    cpt50_difficulty: float
 
     def as_dict(self) -> dict[str, float | int]:
         """Plain dict for JSON output."""
@@ -94,7 +100,7 @@ def safe_auc(outcome: np.ndarray, predicted: np.ndarray) -> float:
 def routing_metrics(
     difficulty: np.ndarray, weak: np.ndarray, strong: np.ndarray, routing_score: np.ndarray | None = None
 ) -> RoutingMetrics:
-    """All metrics for one set: `difficulty` = predicted P(weak fails); routing by `routing_score` or difficulty."""
+    """All metrics for one set: `difficulty` = predicted P(weak fails); APGR/CPT rank by `routing_score` (default: difficulty)."""
     difficulty = np.asarray(difficulty, dtype=float)
     weak = np.asarray(weak, dtype=float)
     strong = np.asarray(strong, dtype=float)
@@ -109,4 +115,6 @@ def routing_metrics(
         apgr=apgr(score, weak, strong),
         cpt50=cpt(score, weak, strong, 0.5),
         cpt80=cpt(score, weak, strong, 0.8),
+        apgr_difficulty=apgr(difficulty, weak, strong),
+        cpt50_difficulty=cpt(difficulty, weak, strong, 0.5),
     )

@@ -31,7 +31,7 @@ class CrossValidation:
 
     @property
     def score(self) -> float:
-        """The selection criterion: APGR with two or more tiers, else AUC of the difficulty."""
+        """The selection criterion: APGR (ranked by predicted gain) with two or more tiers, else AUC."""
         return self.overall.apgr if self.overall is not None else self.auc
 
 
@@ -72,12 +72,14 @@ def metrics_from_proba(
     if targets.shape[1] < 2:
         return CrossValidation(params, proba, None, auc=safe_auc(1.0 - targets[:, 0], difficulty))
     weak, strong = targets[:, 0], targets[:, -1]
+    gain = proba[:, -1] - proba[:, 0]
     groups = np.array([source.split("/", 1)[0] for source in sources])
     by_source = {
-        group: routing_metrics(difficulty[groups == group], weak[groups == group], strong[groups == group])
+        group: routing_metrics(difficulty[mask], weak[mask], strong[mask], gain[mask])
         for group in sorted(set(groups))
+        for mask in [groups == group]
     }
-    overall = routing_metrics(difficulty, weak, strong)
+    overall = routing_metrics(difficulty, weak, strong, gain)
     return CrossValidation(params, proba, overall, by_source, auc=overall.auc)
 
 

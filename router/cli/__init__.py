@@ -11,6 +11,7 @@ import sys
 import typer
 
 from router.cli.classifier import classifier_app
+from router.cli.policy import policy_app
 from router.errors import RouterError
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(classifier_app, name="classifier")
+app.add_typer(policy_app, name="policy")
 
 
 def main() -> None:

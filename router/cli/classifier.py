@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
@@ -20,8 +21,12 @@ classifier_app = typer.Typer(help="Train, evaluate, score with and explain the d
 
 
 def console() -> Console:
-    """A console built per call, so width and colour follow the current environment."""
-    return Console()
+    """A console built per call, so width and colour follow the current environment.
+
+    Output to a pipe or file gets 110 columns, so metric tables are never cut to fit 80.
+    """
+    current = Console()
+    return current if current.is_terminal else Console(width=max(current.width, 110))
 
 
 class Estimator(str, Enum):
@@ -73,15 +78,21 @@ def _fmt(value: float) -> str:
 
 
 def _metrics_table(title: str, rows: list[tuple[str, Any]]) -> Table:
-    table = Table(title=title)
-    for column in ("set", "n", "weak acc", "strong acc", "AUC", "ECE", "APGR", "CPT(50%)", "CPT(80%)"):
-        table.add_column(column, justify="left" if column == "set" else "right")
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
+    columns = ("set", "n", "weak", "strong", "AUC", "ECE", "APGR", "CPT50", "CPT80", "APGR-d")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "set" else "right", no_wrap=True)
     for name, m in rows:
         table.add_row(
             name, str(m.n), _fmt(m.weak_accuracy), _fmt(m.strong_accuracy), _fmt(m.auc), _fmt(m.ece),
-            _fmt(m.apgr), _fmt(m.cpt50), _fmt(m.cpt80),
+            _fmt(m.apgr), _fmt(m.cpt50), _fmt(m.cpt80), _fmt(m.apgr_difficulty),
         )
     return table
+
+
+def _describe(params: dict[str, Any]) -> str:
+    names = {"C": "C", "n_neighbors": "k"}
+    return str(params.get("model")) + "".join(f" {names[k]}={v}" for k, v in params.items() if k in names)
 
 
 def _print_result(title: str, result: Any) -> None:
@@ -90,6 +101,11 @@ def _print_result(title: str, result: Any) -> None:
         return
     rows = [("overall", result.overall)] + list(result.by_source.items())
     console().print(_metrics_table(title, rows))
+    console().print(
+        "weak/strong: accuracy of the cheapest/strongest tier. APGR and CPT50/CPT80 (= CPT(50%)/CPT(80%)) rank "
+        "prompts by the predicted gain P(strong ok) - P(weak ok); APGR-d ranks by difficulty P(weak wrong).",
+        style="dim",
+    )
 
 
 @classifier_app.command("train")
@@ -119,9 +135,9 @@ def train_command(
     )
     console().print(report.loaded.summary())
     for result in report.candidates:
-        _print_result(f"{cv}-fold CV: {result.params}", result)
+        _print_result(f"{cv}-fold CV: {_describe(result.params)}", result)
     seconds = ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items())
-    console().print(f"chosen: {report.chosen.params}; timings: {seconds}")
+    console().print(f"chosen: {_describe(report.chosen.params)}; timings: {seconds}")
     console().print(f"saved classifier to {out}")
 
 
@@ -159,7 +175,7 @@ def evaluate_command(
             typer.echo(json.dumps([cv_summary(r) for r in results], indent=2))
             return
         for result in results:
-            _print_result(f"{cv}-fold CV: {result.params}", result)
+            _print_result(f"{cv}-fold CV: {_describe(result.params)}", result)
         return
     from classifiers.embedding_cache import EmbeddingCache
     from classifiers.evaluation import evaluate

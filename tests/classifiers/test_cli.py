@@ -49,7 +49,7 @@ def test_evaluate_saved_model_reports_per_source(trained: tuple[Path, Path], mon
     assert metrics["overall"]["auc"] > 0.95
     assert 0.0 <= metrics["overall"]["apgr"] <= 1.5
     table = runner.invoke(app, ["classifier", "evaluate", "--model", str(model), "--data", str(data)])
-    assert "APGR" in table.output and "CPT(50%)" in table.output and "overall" in table.output
+    assert "APGR" in table.output and "CPT50" in table.output and "overall" in table.output
 
 
 def test_evaluate_cross_validation(trained: tuple[Path, Path]) -> None:

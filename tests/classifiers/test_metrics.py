@@ -66,3 +66,14 @@ def test_undefined_metrics_are_nan() -> None:
     same = np.array([1.0, 0.0, 1.0])
     metrics = routing_metrics(np.array([0.2, 0.5, 0.7]), same, same)
     assert np.isnan(metrics.apgr) and np.isnan(metrics.cpt50)
+
+
+def test_routing_score_and_difficulty_rankings_are_both_reported() -> None:
+    weak = np.array([0.0, 0.0, 1.0, 1.0])
+    strong = np.array([0.0, 1.0, 1.0, 1.0])
+    difficulty = np.array([0.9, 0.8, 0.2, 0.1])  # row 0 is hardest, but strong fails it too
+    gain = np.array([0.0, 0.7, 0.0, 0.0])  # only row 1 gains from escalation
+    metrics = routing_metrics(difficulty, weak, strong, gain)
+    assert metrics.cpt50 == pytest.approx(0.25)  # by gain: row 1 first
+    assert metrics.cpt50_difficulty == pytest.approx(0.5)  # by difficulty: rows 0 then 1
+    assert metrics.apgr > metrics.apgr_difficulty

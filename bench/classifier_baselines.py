@@ -1,0 +1,94 @@
+"""5-fold CV routing quality on RouteLLM's outcomes: our classifier beside the baselines.
+
+    python bench/classifier_baselines.py [--data ../shared/data/routellm/outcomes.jsonl] [--limit N]
+
+Compares, on the same folds in one run: plain logistic regression on MiniLM embeddings, kNN on the
+same embeddings, our ensemble, our ensemble ranked by the predicted gain P(strong) - P(weak), and
+LiteLLM's rule-based ComplexityRouter (`classify` score). Prints APGR and CPT(50%) per source
+(gsm8k, mmlu) and overall; the last line is the headline figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from classifiers.embedding_cache import EmbeddingCache
+from classifiers.encoders import SentenceTransformerEncoder
+from classifiers.loaders import load_records
+from classifiers.metrics import apgr, cpt
+from classifiers.selection import out_of_fold_proba
+from classifiers.targets import training_set
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "routellm" / "outcomes.jsonl"
+
+
+def litellm_complexity_scores(prompts: list[str]) -> np.ndarray:
+    """LiteLLM ComplexityRouter's raw weighted score per prompt (higher = more complex)."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    from unittest.mock import MagicMock
+
+    from litellm.router_strategy.complexity_router.complexity_router import ComplexityRouter
+
+    router = ComplexityRouter(model_name="bench", litellm_router_instance=MagicMock())
+    return np.array([router.classify(prompt)[1] for prompt in prompts], dtype=float)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--limit", type=int, default=0, help="use only the first N rows (quick runs)")
+    args = parser.parse_args()
+
+    records = load_records(args.data).records
+    if args.limit:
+        records = records[: args.limit]
+    data = training_set(records)
+    weak, strong = data.targets[:, 0], data.targets[:, 1]
+    groups = np.array([s.split("/", 1)[0] for s in data.sources])
+
+    encoder = SentenceTransformerEncoder(cache=EmbeddingCache(), show_progress=True)
+    start = time.perf_counter()
+    embeddings = encoder.encode(data.texts)
+    print(f"embedded {len(data.texts)} prompts in {time.perf_counter() - start:.1f}s (cache: {encoder.cache.path})")
+
+    scores: dict[str, np.ndarray] = {}
+    for name, params in {
+        "logreg (plain, MiniLM)": {"model": "logreg", "C": 1.0},
+        "kNN k=100 (MiniLM)": {"model": "knn", "n_neighbors": 100},
+        "ours: ensemble": {"model": "ensemble", "C": 1.0, "n_neighbors": 100},
+    }.items():
+        start = time.perf_counter()
+        proba = out_of_fold_proba(params, embeddings, data.targets, data.sources, args.folds, seed=0)
+        print(f"{name}: {args.folds}-fold CV in {time.perf_counter() - start:.1f}s")
+        scores[name] = 1.0 - proba[:, 0]
+        if params["model"] == "ensemble":
+            scores["ours: ensemble, gain target"] = proba[:, 1] - proba[:, 0]
+    start = time.perf_counter()
+    scores["LiteLLM ComplexityRouter"] = litellm_complexity_scores(data.texts)
+    print(f"LiteLLM ComplexityRouter scored in {time.perf_counter() - start:.1f}s")
+    scores["random"] = np.random.default_rng(0).random(len(data.texts))
+
+    header = f"{'router':34s}" + "".join(f"{g + ' APGR':>13s}{g + ' CPT50':>13s}" for g in ("gsm8k", "mmlu", "all"))
+    print(header)
+    for name, score in scores.items():
+        cells = []
+        for group in ("gsm8k", "mmlu", "all"):
+            mask = np.ones(len(score), bool) if group == "all" else groups == group
+            cells.append(f"{apgr(score[mask], weak[mask], strong[mask]):13.3f}")
+            cells.append(f"{cpt(score[mask], weak[mask], strong[mask], 0.5):13.2f}")
+        print(f"{name:34s}" + "".join(cells))
+    best = scores["ours: ensemble"]
+    summary = ", ".join(
+        f"{g} APGR {apgr(best[groups == g], weak[groups == g], strong[groups == g]):.3f}" for g in ("gsm8k", "mmlu")
+    )
+    print(f"FIGURE ours (ensemble, 5-fold CV): {summary}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""The pydantic schema of router.yaml: every key, its type and its per-field limits.
+
+Checks that span fields (tier names that rules refer to, difficulty bands that must tile [0, 1],
+backend-specific options...) live in `policies.checks`, so that each can point at the exact key.
+Documented with a commented example in docs/policy.md.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# Strict: a YAML string never silently becomes a number, nor a number a string.
+_STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class _Model(BaseModel):
+    model_config = _STRICT
+
+
+class ClassifierConfig(_Model):
+    """Which difficulty classifier scores queries."""
+
+    path: str | None = None
+    embedding_model: str | None = None
+
+
+class Price(_Model):
+    """A tier's price: USD per million tokens, or an hourly machine price and its throughput."""
+
+    input_per_million: float | None = Field(default=None, ge=0)
+    output_per_million: float | None = Field(default=None, ge=0)
+    gpu_hour_usd: float | None = Field(default=None, ge=0)
+    tokens_per_second: float | None = Field(default=None, gt=0)
+    prompt_tokens_per_second: float | None = Field(default=None, gt=0)
+
+
+class Direct(_Model):
+    """One completion, as asked."""
+
+    type: Literal["direct"]
+
+
+class ChainOfThought(_Model):
+    """One completion with a step-by-step prompt and a final-answer extraction."""
+
+    type: Literal["chain_of_thought"]
+
+
+class Reasoning(_Model):
+    """Provider-side reasoning: an effort level or a thinking-token budget (exactly one)."""
+
+    type: Literal["reasoning"]
+    effort: Literal["low", "medium", "high"] | None = None
+    thinking_budget_tokens: int | None = Field(default=None, ge=1024)
+
+
+class SelfConsistency(_Model):
+    """Up to n sampled answers, drawn in rounds, majority vote; may stop early on agreement."""
+
+    type: Literal["self_consistency"]
+    n: int = Field(ge=1)
+    temperature: float = Field(default=0.7, gt=0, le=2)
+    answer_type: Literal["number", "choice", "text"] = "text"
+    chain_of_thought: bool = True
+    stop_agreement: float | None = Field(default=None, gt=0, le=1)
+    round_size: int | None = Field(default=None, ge=1)
+
+
+class BestOfN(_Model):
+    """n sampled completions, the best picked by a scorer."""
+
+    type: Literal["best_of_n"]
+    n: int = Field(ge=1)
+    scorer: Literal["agreement", "logprob"] = "agreement"
+    temperature: float = Field(default=0.7, gt=0, le=2)
+    chain_of_thought: bool = False
+
+
+Strategy = Annotated[
+    Direct | ChainOfThought | Reasoning | SelfConsistency | BestOfN,
+    Field(discriminator="type"),
+]
+STRATEGY_TYPES = ("direct", "chain_of_thought", "reasoning", "self_consistency", "best_of_n")
+
+
+class Tier(_Model):
+    """A model tier: where completions come from, what they cost, and how much compute to spend."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    backend: Literal["litellm", "local"]
+    model: str = Field(min_length=1)
+    # local only
+    gguf_file: str | None = None
+    device: Literal["auto", "cpu", "cuda"] | None = None
+    # litellm only
+    api_base: str | None = None
+    api_key_env: str | None = Field(default=None, pattern=ENV_VAR_PATTERN)
+    price: Price | None = None
+    max_tokens: int = Field(default=1024, ge=1)
+    timeout_s: float = Field(default=60.0, gt=0)
+    expected_output_tokens: int = Field(default=256, ge=1)
+    strategy: Strategy = Field(default_factory=lambda: Direct(type="direct"))
+
+
+class Band(_Model):
+    """A difficulty band [min, max); a band whose max is 1 includes 1."""
+
+    min: float = Field(default=0.0, ge=0, le=1)
+    max: float = Field(default=1.0, ge=0, le=1)
+
+
+class TokenRange(_Model):
+    """A prompt length range [min, max) in estimated tokens (about 4 characters each)."""
+
+    min: int | None = Field(default=None, ge=0)
+    max: int | None = Field(default=None, ge=1)
+
+
+class When(_Model):
+    """Conditions of a rule; all given conditions must hold."""
+
+    difficulty: Band | None = None
+    prompt_tokens: TokenRange | None = None
+    model: list[str] | None = None
+    metadata: dict[str, str] | None = None
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _one_model_is_a_list(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+
+class Rule(_Model):
+    """An ordered routing rule: the first rule whose `when` holds picks the tier."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    when: When | None = None
+    tier: str
+
+
+class EscalationWhen(_Model):
+    """When to escalate: the strategy's answer agreement fell below a level."""
+
+    agreement_below: float = Field(gt=0, le=1)
+
+
+class EscalationThen(_Model):
+    """What escalation does: more samples on the same tier, or rerun on another tier (one of them)."""
+
+    more_samples: int | None = Field(default=None, ge=1)
+    to_tier: str | None = None
+
+
+class Escalation(_Model):
+    """One escalation step, tried in file order for its from_tier."""
+
+    from_tier: str
+    when: EscalationWhen
+    then: EscalationThen
+
+
+class Budgets(_Model):
+    """Spending limits, checked against a decision's expected cost."""
+
+    max_cost_per_request_usd: float | None = Field(default=None, gt=0)
+    per_key_daily_usd: float | None = Field(default=None, gt=0)
+    on_exceeded: Literal["downgrade", "refuse"] = "downgrade"
+
+
+class PolicyFile(_Model):
+    """The whole of router.yaml."""
+
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    tiers: list[Tier] = Field(min_length=1)
+    rules: list[Rule] = Field(min_length=1)
+    escalation: list[Escalation] = Field(default_factory=list)
+    budgets: Budgets = Field(default_factory=Budgets)
+    fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+
+
+StrategyConfig = Direct | ChainOfThought | Reasoning | SelfConsistency | BestOfN
