@@ -145,6 +145,14 @@ class DifficultyClassifier:
         proba = self.predict_proba(texts)
         return proba[:, -1] - proba[:, 0]
 
+    def predict_score(self, texts: Sequence[str], score: str = "difficulty") -> np.ndarray:
+        """The score a policy routes on, in [0, 1]: `difficulty`, or `gain` floored at 0."""
+        if score == "difficulty":
+            return self.predict_difficulty(texts)
+        if score == "gain":
+            return np.clip(self.predict_gain(texts), 0.0, 1.0)
+        raise ConfigError(f"score must be 'difficulty' or 'gain'; got {score!r}.")
+
     def predict_proba_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
         """Success probability per tier from precomputed embeddings."""
         self._check_is_fitted()

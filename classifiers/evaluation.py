@@ -45,6 +45,18 @@ def score_texts(classifier: DifficultyClassifier, texts: Sequence[str], batch_si
         yield classifier.predict_difficulty(batch)
 
 
+def write_out_of_fold_scores(path: Path, ids: Sequence[str], proba: np.ndarray) -> None:
+    """One {id, difficulty, gain} JSON line per row; written to a temporary name, then renamed."""
+    import json
+
+    partial = path.with_name(path.name + ".partial")
+    with partial.open("w", encoding="utf-8") as handle:
+        for row_id, row in zip(ids, proba, strict=True):
+            difficulty, gain = 1.0 - float(row[0]), float(row[-1] - row[0])
+            handle.write(json.dumps({"id": row_id, "difficulty": round(difficulty, 6), "gain": round(gain, 6)}) + "\n")
+    partial.replace(path)
+
+
 def read_score_input(path: Path) -> list[tuple[object, str]]:
     """Rows of a JSONL file with `id` and `prompt`, in order; a bad row is an error naming file and line."""
     import json

@@ -27,6 +27,9 @@ class ClassifierConfig(_Model):
 
     path: str | None = None
     embedding_model: str | None = None
+    # difficulty: P(cheapest tier wrong). gain: P(strongest tier right) - P(cheapest tier right),
+    # floored at 0, which keeps prompts every tier fails on the cheap tier (see data/README.md).
+    score: Literal["difficulty", "gain"] = "difficulty"
 
 
 class Price(_Model):

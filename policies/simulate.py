@@ -266,8 +266,14 @@ def compare(base: SimulationReport, other: SimulationReport) -> dict[str, float 
     }
 
 
-def load_scores(path: str | Path, records: Sequence[OutcomeRecord]) -> NDArray[np.float64]:
-    """Difficulties for `records`, in their order, from a JSONL of {"id", "difficulty"} rows."""
+def load_scores(
+    path: str | Path, records: Sequence[OutcomeRecord], key: str = "difficulty"
+) -> NDArray[np.float64]:
+    """Scores for `records`, in their order, from a JSONL of {"id", key} rows.
+
+    `key` is the policy's classifier score: "difficulty" (as `router classifier score` writes), or
+    "gain" (as `router classifier evaluate --cv K --scores-out` also writes), floored at 0.
+    """
     path = Path(path)
     found: dict[str, float] = {}
     try:
@@ -281,17 +287,17 @@ def load_scores(path: str | Path, records: Sequence[OutcomeRecord]) -> NDArray[n
             continue
         try:
             row = json.loads(line)
-            key, value = str(row["id"]), row["difficulty"]
+            row_id, value = str(row["id"]), row[key]
         except (json.JSONDecodeError, KeyError, TypeError):
             raise DataError(
-                f"{path} line {number}: expected a JSON object with 'id' and 'difficulty', as "
-                "`router classifier score` writes."
+                f"{path} line {number}: expected a JSON object with 'id' and '{key}', as "
+                "`router classifier score` (difficulty) or `router classifier evaluate --cv K --scores-out` "
+                "(difficulty and gain) write."
             ) from None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-            raise DataError(
-                f"{path} line {number}: difficulty must be a number in [0, 1], got {value!r}."
-            )
-        found[key] = float(value)
+        low = -1.0 if key == "gain" else 0.0
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= 1.0:
+            raise DataError(f"{path} line {number}: {key} must be a number in [{low:g}, 1], got {value!r}.")
+        found[row_id] = max(float(value), 0.0)
     missing = [r.id for r in records if r.id not in found]
     if missing:
         raise DataError(

@@ -10,7 +10,9 @@
     │   └── ArtifactError       a saved classifier is missing, corrupt or incompatible
     └── BackendError            a model backend failed
         ├── BackendTimeout      no answer in time
-        └── BackendUnavailable  the upstream refused or is down
+        ├── BackendUnavailable  the upstream refused or is down
+        │   └── BackendRateLimited  the upstream kept answering 429 after our retries
+        └── BackendBadResponse  the upstream answered with a body we cannot use
 
 Messages are full sentences that say what to do next.
 """
@@ -60,3 +62,11 @@ class BackendTimeout(BackendError):
 
 class BackendUnavailable(BackendError):
     """A model backend refused the request or could not be reached."""
+
+
+class BackendRateLimited(BackendUnavailable):
+    """A model backend kept rate-limiting the request (HTTP 429) after every retry."""
+
+
+class BackendBadResponse(BackendError):
+    """A model backend answered, but with a malformed or unusable body."""

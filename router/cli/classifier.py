@@ -158,6 +158,14 @@ def evaluate_command(
     embedding_model: EmbeddingOption = None,
     no_cache: NoCacheOption = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON.")] = False,
+    scores_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--scores-out",
+            help="With --cv: write each row's out-of-fold {id, difficulty, gain} from the best candidate "
+            "(honest scores for `router policy simulate/calibrate --scores`).",
+        ),
+    ] = None,
     verbose: VerboseOption = False,
 ) -> None:
     """AUC, calibration error, APGR and CPT(50%/80%), overall and per source."""
@@ -166,11 +174,19 @@ def evaluate_command(
     configure_logging(verbose)
     if cv is not None and model is not None:
         raise typer.BadParameter("use either --model DIR (evaluate a saved classifier) or --cv K, not both")
+    if scores_out is not None and cv is None:
+        raise typer.BadParameter("--scores-out needs --cv K (out-of-fold scores)")
     if cv is not None:
-        _, results = cross_validate_files(
+        dataset, results = cross_validate_files(
             data, _encoder(embedding_model, no_cache), model=estimator.value, folds=cv, seed=seed,
             data_format=data_format.value, skip_bad_rows=skip_bad_rows,
         )
+        if scores_out is not None:
+            from classifiers.evaluation import write_out_of_fold_scores
+
+            best = max(results, key=lambda r: -math.inf if math.isnan(r.score) else r.score)
+            write_out_of_fold_scores(scores_out, dataset.ids, best.proba)
+            typer.echo(f"wrote out-of-fold scores of {_describe(best.params)} to {scores_out}", err=True)
         if as_json:
             typer.echo(json.dumps([cv_summary(r) for r in results], indent=2))
             return

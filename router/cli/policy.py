@@ -174,9 +174,11 @@ def simulate_command(
     by_classifier: dict[str, tuple[NDArray[np.float64], str]] = {}
     for policy in policies:
         if scores is not None:
-            difficulties, origin = load_scores(scores, records), f"scores from {scores}"
+            difficulties, origin = load_scores(scores, records, policy.config.classifier.score), f"scores from {scores}"
         else:
-            key = f"{policy.classifier_path}|{policy.config.classifier.embedding_model}"
+            key = (
+                f"{policy.classifier_path}|{policy.config.classifier.embedding_model}|{policy.config.classifier.score}"
+            )
             if key not in by_classifier:
                 by_classifier[key] = _classifier_scores(policy, [r.prompt for r in records])
             difficulties, origin = by_classifier[key]
@@ -243,7 +245,7 @@ def calibrate_command(
     policy = load_policy(config)
     records = _outcome_records(data)
     if scores is not None:
-        difficulties, origin = load_scores(scores, records), f"scores from {scores}"
+        difficulties, origin = load_scores(scores, records, policy.config.classifier.score), f"scores from {scores}"
     else:
         difficulties, origin = _classifier_scores(policy, [r.prompt for r in records])
     explicit = dict(_split_pairs(map_ or [], "--map", "TIER=COLUMN"))
@@ -374,8 +376,9 @@ def _classifier_scores(policy: Policy, texts: Sequence[str]) -> tuple[NDArray[np
     configure_logging()
     path = policy.classifier_path
     classifier = load_classifier(path, embedding_model=policy.config.classifier.embedding_model)
-    scores = np.asarray(classifier.predict_difficulty(list(texts)), dtype=np.float64)
-    return scores, f"classifier {path or 'default (data/classifier)'}"
+    score = policy.config.classifier.score
+    scores = np.asarray(classifier.predict_score(list(texts), score), dtype=np.float64)
+    return scores, f"classifier {path or 'default (data/classifier)'} ({score})"
 
 
 def _split_pairs(values: Sequence[str], option: str, form: str) -> list[tuple[str, str]]:

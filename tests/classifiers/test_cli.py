@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from router.cli import app
-from tests.conftest import synthetic_outcomes, write_jsonl
+from tests.conftest import REPO, synthetic_outcomes, write_jsonl
 
 runner = CliRunner()
 
@@ -149,3 +149,23 @@ def test_help(command: list[str]) -> None:
     result = runner.invoke(app, ["classifier", *command, "--help"])
     assert result.exit_code == 0
     assert "Usage" in result.output
+
+
+def test_cv_scores_out_feeds_policy_simulate(trained: tuple[Path, Path], tmp_path: Path) -> None:
+    _, data = trained
+    scores = tmp_path / "oof.jsonl"
+    result = runner.invoke(
+        app, ["classifier", "evaluate", "--cv", "3", "--data", str(data), "--estimator", "knn", "--scores-out", str(scores)]
+    )
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in scores.read_text().splitlines()]
+    assert len(rows) == 60 and rows[0]["id"] == "easy-France-0"
+    assert all(0 <= r["difficulty"] <= 1 and -1 <= r["gain"] <= 1 for r in rows)
+    hard = [r for r in rows if r["id"].startswith("hard-")]
+    easy = [r for r in rows if r["id"].startswith("easy-")]
+    assert min(r["difficulty"] for r in hard) > max(r["difficulty"] for r in easy)
+    simulated = runner.invoke(
+        app, ["policy", "simulate", "--data", str(data), "--scores", str(scores), "--config", str(REPO / "router.yaml")]
+    )
+    assert simulated.exit_code == 0, simulated.output
+    assert "oracle" in simulated.output

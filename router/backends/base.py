@@ -1,0 +1,158 @@
+"""The backend seam: one async method that turns messages into n completions.
+
+Accounting rule for a call that returns n completions (every backend follows it, so that
+summing over the list always gives the call's exact totals):
+
+- The prompt is billed once per call, so the call's input tokens, and the input part of its
+  cost, are put on the FIRST completion; the others carry 0 input tokens.
+- Each completion carries its own output tokens and their cost. When a provider reports only
+  the call's total output tokens, the total is split evenly (the first completions take the
+  remainder), so the sum is still exact.
+- `latency_s` is the wall time of the whole call, the same on every completion of it; add
+  latencies per call, never per completion.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypedDict, get_args, runtime_checkable
+
+from router.errors import ConfigError
+
+ReasoningEffort = Literal["minimal", "low", "medium", "high"]
+REASONING_EFFORTS: tuple[str, ...] = get_args(ReasoningEffort)
+
+
+class Message(TypedDict):
+    """One chat message in OpenAI's shape."""
+
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationParams:
+    """What one backend call should produce; validated on construction."""
+
+    n: int = 1
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    reasoning_effort: ReasoningEffort | None = None
+    thinking_budget_tokens: int | None = None
+    logprobs: bool = False
+    timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
+            raise ConfigError(f"generation.n: must be an integer >= 1 (got {self.n!r}).")
+        if isinstance(self.max_tokens, bool) or not isinstance(self.max_tokens, int) or self.max_tokens < 1:
+            raise ConfigError(f"generation.max_tokens: must be an integer >= 1 (got {self.max_tokens!r}).")
+        if not 0.0 <= self.temperature <= 2.0:
+            raise ConfigError(f"generation.temperature: must be between 0 and 2 (got {self.temperature!r}).")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"generation.top_p: must be in (0, 1] (got {self.top_p!r}).")
+        if not self.timeout_s > 0:
+            raise ConfigError(f"generation.timeout_s: must be > 0 seconds (got {self.timeout_s!r}).")
+        if isinstance(self.stop, str) or any(not isinstance(s, str) or not s for s in self.stop):
+            raise ConfigError("generation.stop: must be a tuple of non-empty strings, e.g. ('\\n\\n',).")
+        if self.reasoning_effort is not None and self.reasoning_effort not in REASONING_EFFORTS:
+            raise ConfigError(
+                f"generation.reasoning_effort: must be one of {', '.join(REASONING_EFFORTS)} "
+                f"(got {self.reasoning_effort!r})."
+            )
+        if self.thinking_budget_tokens is not None:
+            if self.reasoning_effort is not None:
+                raise ConfigError(
+                    "generation: set either reasoning_effort or thinking_budget_tokens, not both."
+                )
+            if isinstance(self.thinking_budget_tokens, bool) or self.thinking_budget_tokens < 1:
+                raise ConfigError(
+                    "generation.thinking_budget_tokens: must be an integer >= 1 "
+                    f"(got {self.thinking_budget_tokens!r})."
+                )
+
+    def replace(self, **changes: object) -> GenerationParams:
+        """Return a copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts; see the module docstring for how a call's tokens are shared."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """One generated answer with its share of the call's tokens and cost."""
+
+    text: str
+    finish_reason: str
+    usage: Usage
+    cost_usd: float
+    latency_s: float
+    mean_logprob: float | None
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPrice:
+    """A price in USD per million input and output tokens."""
+
+    input_per_mtok_usd: float = 0.0
+    output_per_mtok_usd: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.input_per_mtok_usd < 0 or self.output_per_mtok_usd < 0:
+            raise ConfigError(
+                "price: per-million-token prices must be >= 0 "
+                f"(got input={self.input_per_mtok_usd}, output={self.output_per_mtok_usd})."
+            )
+
+    def input_cost(self, tokens: int) -> float:
+        """USD for `tokens` prompt tokens."""
+        return tokens * self.input_per_mtok_usd / 1e6
+
+    def output_cost(self, tokens: int) -> float:
+        """USD for `tokens` generated tokens."""
+        return tokens * self.output_per_mtok_usd / 1e6
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Anything that can generate completions; the one seam between strategies and models."""
+
+    async def generate(self, messages: Sequence[Message], params: GenerationParams) -> list[Completion]:
+        """Return up to `params.n` completions for `messages` (fewer only if the upstream gave fewer)."""
+        ...
+
+
+def split_evenly(total: int, parts: int) -> list[int]:
+    """Split an integer total into `parts` integers that differ by at most one and sum to it."""
+    if parts < 1:
+        return []
+    base, remainder = divmod(total, parts)
+    return [base + (1 if i < remainder else 0) for i in range(parts)]
+
+
+def validate_messages(messages: Sequence[Message]) -> None:
+    """Raise ConfigError unless `messages` is a non-empty list of {role, content} string pairs."""
+    if isinstance(messages, str | bytes) or len(messages) == 0:
+        raise ConfigError("messages: must be a non-empty list of {'role': ..., 'content': ...} objects.")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise ConfigError(f"messages[{index}]: must be an object with 'role' and 'content'.")
+        role, content = message.get("role"), message.get("content")
+        if not isinstance(role, str) or not role:
+            raise ConfigError(f"messages[{index}].role: must be a non-empty string such as 'user'.")
+        if not isinstance(content, str):
+            raise ConfigError(f"messages[{index}].content: must be a string.")
