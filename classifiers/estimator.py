@@ -143,14 +143,14 @@ class DifficultyClassifier:
         cheap tier, which is where cost per correct answer is won (see data/README.md).
         """
         proba = self.predict_proba(texts)
-        return proba[:, -1] - proba[:, 0]
+        return np.asarray(proba[:, -1] - proba[:, 0], dtype=float)
 
     def predict_score(self, texts: Sequence[str], score: str = "difficulty") -> np.ndarray:
         """The score a policy routes on, in [0, 1]: `difficulty`, or `gain` floored at 0."""
         if score == "difficulty":
             return self.predict_difficulty(texts)
         if score == "gain":
-            return np.clip(self.predict_gain(texts), 0.0, 1.0)
+            return np.asarray(np.clip(self.predict_gain(texts), 0.0, 1.0), dtype=float)
         raise ConfigError(f"score must be 'difficulty' or 'gain'; got {score!r}.")
 
     def predict_proba_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
@@ -174,7 +174,7 @@ class DifficultyClassifier:
             parts.append(np.column_stack([_linear_proba(model, embeddings) for model in self.linear_]))
         if self.knn_ is not None:
             parts.append(self.knn_.predict(embeddings))
-        return np.clip(np.mean(parts, axis=0), 0.0, 1.0)
+        return np.asarray(np.clip(np.mean(parts, axis=0), 0.0, 1.0), dtype=float)
 
     def _fit_linear(self, embeddings: np.ndarray, success: np.ndarray) -> tuple[np.ndarray, float] | float:
         if np.all(success == success[0]) and success[0] in (0.0, 1.0):
@@ -216,7 +216,7 @@ def _linear_proba(model: tuple[np.ndarray, float] | float, embeddings: np.ndarra
     if isinstance(model, float):
         return np.full(len(embeddings), model)
     coef, intercept = model
-    return 1.0 / (1.0 + np.exp(-(embeddings @ coef + intercept)))
+    return np.asarray(1.0 / (1.0 + np.exp(-(embeddings @ coef + intercept))), dtype=float)
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:

@@ -53,7 +53,7 @@ def routed_accuracy(scores: np.ndarray, weak: np.ndarray, strong: np.ndarray, fr
     smoothed = np.repeat(group_mean, group_size)
     cumulative = np.concatenate([[0.0], np.cumsum(smoothed)])
     taken = np.floor(fractions * n + 1e-9).astype(int)
-    return (weak.sum() + cumulative[taken]) / n
+    return np.asarray((weak.sum() + cumulative[taken]) / n, dtype=float)
 
 
 def pgr_curve(scores: np.ndarray, weak: np.ndarray, strong: np.ndarray) -> np.ndarray:
@@ -61,7 +61,8 @@ def pgr_curve(scores: np.ndarray, weak: np.ndarray, strong: np.ndarray) -> np.nd
     weak_acc, strong_acc = weak.mean(), strong.mean()
     if np.isclose(strong_acc, weak_acc):
         return np.full(len(FRACTIONS), np.nan)
-    return (routed_accuracy(scores, weak, strong, FRACTIONS) - weak_acc) / (strong_acc - weak_acc)
+    gap = float(strong_acc - weak_acc)
+    return (routed_accuracy(scores, weak, strong, FRACTIONS) - float(weak_acc)) / gap
 
 
 def apgr(scores: np.ndarray, weak: np.ndarray, strong: np.ndarray) -> float:
