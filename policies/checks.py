@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from policies.pricing import TokenPrice, resolve_price
+from policies.pricing import TokenPrice, price_from_config, resolve_price
 from policies.schema import Band, BestOfN, PolicyFile, Reasoning, Rule, SelfConsistency, Tier
 
 Loc = tuple[str | int, ...]
@@ -37,7 +37,26 @@ def check_policy(config: PolicyFile) -> tuple[list[Problem], dict[str, TokenPric
                 problems.append((("fallbacks", key, j), "a tier cannot be its own fallback"))
             elif target in targets[:j]:
                 problems.append((("fallbacks", key, j), f"'{target}' is listed twice"))
+    problems.extend(_check_server(config, known, missing))
     return problems, prices
+
+
+def _check_server(config: PolicyFile, known: set[str], missing: MissingTier) -> Iterator[Problem]:
+    server = config.server
+    names: set[str] = set()
+    for i, key in enumerate(server.api_keys):
+        if (key.key_env is None) == (key.sha256 is None):
+            yield ("server", "api_keys", i), "give exactly one of key_env or sha256"
+        if key.name in names:
+            yield ("server", "api_keys", i, "name"), f"'{key.name}' is used twice; key names must be unique"
+        names.add(key.name)
+    if server.passthrough.price is not None:
+        priced = price_from_config(server.passthrough.price)
+        if isinstance(priced, str):
+            yield ("server", "passthrough", "price"), priced
+    for j, target in enumerate(server.passthrough.fallbacks):
+        if target not in known:
+            yield missing(("server", "passthrough", "fallbacks", j), target)
 
 
 def band_of(rule: Rule) -> Band | None:

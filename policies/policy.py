@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from policies.checks import band_of
+from router.errors import ConfigError
 from policies.pricing import TokenPrice
 from policies.schema import (
     BestOfN,
@@ -28,6 +29,7 @@ from policies.schema import (
 )
 
 CHARS_PER_TOKEN = 4
+FORCED_RULE = "forced"  # the rule name recorded when a caller names the tier itself
 # Reasoning tokens assumed for cost estimates when a tier gives an effort level, not a budget.
 REASONING_EFFORT_TOKENS = {"low": 1024, "medium": 4096, "high": 16384}
 
@@ -344,6 +346,24 @@ class Policy:
                 continue
             return rule
         return self._rules[-1]  # the default rule; checks guarantee it is last and unconditional
+
+    def forced(self, tier: str, query: str) -> Decision:
+        """The decision when a caller names the tier: that tier, its strategy, fallbacks and escalation."""
+        if tier not in self.tier_names:
+            raise ConfigError(f"No tier named {tier!r}; the tiers are: {', '.join(self.tier_names)}.")
+        tokens = estimate_tokens(query)
+        return Decision(
+            tier=tier,
+            strategy=self.tier(tier).strategy,
+            rule=FORCED_RULE,
+            expected_cost_usd=self.expected_cost(tier, tokens),
+            reasons=(f"tier '{tier}' was named by the caller",),
+            policy_version=self._version,
+            difficulty=float("nan"),
+            prompt_tokens=tokens,
+            fallbacks=tuple(self._config.fallbacks.get(tier, ())),
+            escalation=tuple(step for step in self._config.escalation if step.from_tier == tier),
+        )
 
     def apply_budget(self, decision: Decision, spent_today_usd: float = 0.0) -> BudgetVerdict:
         """Hold `decision` against the budgets: allow it, downgrade to a cheaper tier that fits, or refuse."""

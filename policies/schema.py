@@ -175,6 +175,43 @@ class Budgets(_Model):
     on_exceeded: Literal["downgrade", "refuse"] = "downgrade"
 
 
+class ApiKey(_Model):
+    """One client API key of the proxy: named for ledger and metrics, the secret itself never in the file."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    key_env: str | None = Field(default=None, pattern=ENV_VAR_PATTERN)  # variable holding the key
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")  # hex sha256 of the key
+    requests_per_minute: int | None = Field(default=None, ge=1)  # overrides rate_limit's
+
+
+class RateLimit(_Model):
+    """Per-key request rate: a token bucket refilled at requests_per_minute, holding `burst`."""
+
+    requests_per_minute: int | None = Field(default=None, ge=1)
+    burst: int | None = Field(default=None, ge=1)  # default: one minute's worth
+
+
+class Passthrough(_Model):
+    """Which other model names the proxy forwards untouched (fnmatch patterns), and where."""
+
+    models: list[str] = Field(default_factory=list)
+    api_base: str | None = None
+    api_key_env: str | None = Field(default=None, pattern=ENV_VAR_PATTERN)
+    price: Price | None = None
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_tokens: int = Field(default=4096, ge=1)
+    fallbacks: list[str] = Field(default_factory=list)  # tiers tried when the upstream fails
+
+
+class ServerConfig(_Model):
+    """Proxy settings that live with the policy (and hot-reload with it); docs/proxy.md."""
+
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    redis_api_keys: bool = False
+    rate_limit: RateLimit = Field(default_factory=RateLimit)
+    passthrough: Passthrough = Field(default_factory=Passthrough)
+
+
 class PolicyFile(_Model):
     """The whole of router.yaml."""
 
@@ -184,6 +221,7 @@ class PolicyFile(_Model):
     escalation: list[Escalation] = Field(default_factory=list)
     budgets: Budgets = Field(default_factory=Budgets)
     fallbacks: dict[str, list[str]] = Field(default_factory=dict)
+    server: ServerConfig = Field(default_factory=ServerConfig)
 
 
 StrategyConfig = Direct | ChainOfThought | Reasoning | SelfConsistency | BestOfN

@@ -13,6 +13,11 @@
         ├── BackendUnavailable  the upstream refused or is down
         │   └── BackendRateLimited  the upstream kept answering 429 after our retries
         └── BackendBadResponse  the upstream answered with a body we cannot use
+    RequestError                a client's HTTP request cannot be served as sent (the proxy answers 4xx)
+    ├── InvalidRequest          a field is missing, mistyped or out of range (400, names the field)
+    ├── ModelNotFound           the model is not `router`, a tier, or an allowed pass-through (404)
+    ├── AuthenticationFailed    no API key, or an unknown one (401)
+    └── LimitExceeded           a per-key rate limit or budget is spent (429)
 
 Messages are full sentences that say what to do next.
 """
@@ -70,3 +75,34 @@ class BackendRateLimited(BackendUnavailable):
 
 class BackendBadResponse(BackendError):
     """A model backend answered, but with a malformed or unusable body."""
+
+
+class RequestError(RouterError):
+    """A client's request cannot be served as sent; `param` names the offending field, if one."""
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
+class InvalidRequest(RequestError):
+    """A request field is missing, has the wrong type, or is out of range."""
+
+
+class ModelNotFound(RequestError):
+    """The requested model is neither `router`, a tier, nor a pass-through model the config allows."""
+
+
+class AuthenticationFailed(RequestError):
+    """The request carries no API key, or one the proxy does not know."""
+
+
+class LimitExceeded(RequestError):
+    """A per-key rate limit or spending budget is exhausted; `retry_after_s` says when to retry."""
+
+    def __init__(
+        self, message: str, *, code: str = "rate_limit_exceeded", retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after_s = retry_after_s

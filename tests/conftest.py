@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
-_ROUTER_VARS = ("ROUTER_CACHE_DIR", "ROUTER_DEFAULT_CLASSIFIER", "ROUTER_CONFIG")
+_ROUTER_VARS = ("ROUTER_CACHE_DIR", "ROUTER_DEFAULT_CLASSIFIER", "ROUTER_CONFIG", "ROUTER_REDIS_URL")
 
 
 @pytest.fixture(autouse=True)

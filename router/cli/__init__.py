@@ -11,7 +11,10 @@ import sys
 import typer
 
 from router.cli.classifier import classifier_app
+from router.cli.eval import eval_command
 from router.cli.policy import policy_app
+from router.cli.report import ledger_app, report_command
+from router.cli.serve import serve_command
 from router.errors import RouterError
 
 app = typer.Typer(
@@ -22,6 +25,10 @@ app = typer.Typer(
 )
 app.add_typer(classifier_app, name="classifier")
 app.add_typer(policy_app, name="policy")
+app.add_typer(ledger_app, name="ledger")
+app.command("report")(report_command)
+app.command("serve")(serve_command)
+app.command("eval")(eval_command)
 
 
 def main() -> None:

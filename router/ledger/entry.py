@@ -34,3 +34,37 @@ class LedgerEntry:
         data = asdict(self)
         data["models"] = list(self.models)
         return data
+
+
+# The `rule` of a request whose tier was chosen by the caller (a tier name as `model`, or
+# `router eval --force-tier`), not by the policy. Reports keep these out of the policy's own
+# figures and use them as the always-<tier> reference.
+FORCED_RULE = "forced"
+
+# The app of a request that named none, in aggregates and reports.
+NO_APP = "(none)"
+
+_FIELDS = frozenset(LedgerEntry.__dataclass_fields__)
+
+
+def entry_from_dict(data: dict[str, Any]) -> LedgerEntry:
+    """Rebuild an entry from `as_dict()` output; keys a newer version added are kept in `extra`."""
+    known = {key: value for key, value in data.items() if key in _FIELDS}
+    unknown = {key: value for key, value in data.items() if key not in _FIELDS}
+    known["models"] = tuple(known.get("models") or ())
+    if unknown:
+        known["extra"] = {**(known.get("extra") or {}), **unknown}
+    return LedgerEntry(**known)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """An entry as read back from the ledger, with its verdict (None = not graded)."""
+
+    entry: LedgerEntry
+    score: float | None = None
+
+    @property
+    def graded(self) -> bool:
+        """True once feedback or an eval gave a verdict."""
+        return self.score is not None

@@ -1,0 +1,269 @@
+"""Proxy benchmark: p50/p99 latency and max requests/s, direct vs our proxy vs the LiteLLM proxy.
+
+    python bench/proxy/run.py [--litellm PATH] [--requests 3000] [--seconds 15] [--client raw|httpx]
+
+Starts, one worker each, on loopback: the upstream stub (bench/proxy/stub.py); `router serve`
+with a policy whose tiers all point at the stub; and, when its `litellm` executable is found
+(`pip install 'litellm[proxy]'`, ideally in its own virtualenv: it pins other versions of our
+dependencies), the LiteLLM proxy with the same stub behind it. Then, one target at a time, at
+concurrency 1 and 32: the stub directly; our proxy in pass-through (a tier named as the model:
+no classifier); our proxy routing (`model: router`: classifier, policy); the LiteLLM proxy.
+Non-streaming requests. Prints the table, the classifier's own latency, and the ratios last.
+The machine is shared: run it twice before believing a figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loadgen import CLIENTS, LoadResult, run_load
+
+REPO = Path(__file__).resolve().parents[2]
+QUESTION = {"role": "user", "content": "What is 17 times 23? Answer with the number only."}
+
+POLICY = """
+tiers:
+  - name: cheap
+    backend: litellm
+    model: openai/stub
+    api_base: {stub}
+    price: {{input_per_million: 0.15, output_per_million: 0.60}}
+    max_tokens: 256
+    expected_output_tokens: 64
+  - name: strong
+    backend: litellm
+    model: openai/stub-strong
+    api_base: {stub}
+    price: {{input_per_million: 2.50, output_per_million: 10.0}}
+    max_tokens: 256
+    expected_output_tokens: 64
+rules:
+  - name: easy
+    when: {{difficulty: {{min: 0.0, max: 0.5}}}}
+    tier: cheap
+  - name: hard
+    when: {{difficulty: {{min: 0.5, max: 1.0}}}}
+    tier: strong
+  - name: default
+    tier: cheap
+"""
+
+LITELLM_CONFIG = """
+model_list:
+  - model_name: stub
+    litellm_params:
+      model: openai/stub
+      api_base: {stub}
+      api_key: dummy
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
+    """Wait until `url` answers 200 (GET), or fail if the process died."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{process.args!r} exited with {process.returncode}; see its log")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{url} did not come up in {timeout_s:.0f} s")
+
+
+@contextmanager
+def started(command: list[str], health: str, log: Path, env: dict[str, str] | None = None) -> Iterator[None]:
+    """Run `command` until the block ends; its output goes to `log`."""
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        try:
+            wait_http(health, process)
+            yield
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def measure(
+    name: str, url: str, model: str, args: argparse.Namespace, metrics_url: str | None = None
+) -> tuple[dict[int, LoadResult], dict[int, tuple[float, float]]]:
+    """Both concurrency levels against one target; with `metrics_url`, the classifier's figures of each."""
+    body = {"model": model, "messages": [QUESTION], "max_tokens": 32}
+    results: dict[int, LoadResult] = {}
+    classifier: dict[int, tuple[float, float]] = {}
+    for concurrency, requests in ((1, args.requests // 4), (32, args.requests)):
+        before = httpx.get(metrics_url).text if metrics_url else ""
+        result = asyncio.run(
+            run_load(url, body, concurrency=concurrency, requests=requests, max_seconds=args.seconds, client=args.client)
+        )
+        results[concurrency] = result
+        print(
+            f"  {name:<22} c={concurrency:<2} {result.requests:>5} ok {result.errors:>3} err  "
+            f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  {result.rps:7.0f} req/s",
+            flush=True,
+        )
+        if metrics_url:
+            classifier[concurrency] = classifier_wait(before, httpx.get(metrics_url).text)
+    return results, classifier
+
+
+def classifier_latency() -> tuple[float, float]:
+    """p50 ms of the shipped classifier on one prompt, and on a batch of 32, in this process."""
+    import numpy as np
+    import torch
+
+    from classifiers import load_classifier
+
+    torch.set_num_threads(1)  # as the proxy does (ServerSettings.torch_threads)
+    classifier = load_classifier()
+    texts = [f"What is {i} times {i + 3}? Answer with the number only." for i in range(32)]
+    classifier.predict_score(texts[:1])
+    single, batch = [], []
+    for i in range(30):
+        started = time.perf_counter()
+        classifier.predict_score([texts[i % 32] + " again"])
+        single.append(time.perf_counter() - started)
+    for _ in range(5):
+        started = time.perf_counter()
+        classifier.predict_score(texts)
+        batch.append(time.perf_counter() - started)
+    return float(np.median(single)) * 1000, float(np.median(batch)) * 1000
+
+
+def classifier_wait(before: str, after: str) -> tuple[float, float]:
+    """Mean classifier wait per request (ms) and mean batch size between two scrapes of /metrics."""
+
+    def values(metrics: str) -> dict[str, float]:
+        found: dict[str, float] = {}
+        for line in metrics.splitlines():
+            if line.startswith(("router_classifier_latency_seconds_", "router_classifier_batch_size_")):
+                name, _, value = line.rpartition(" ")
+                found[name] = float(value)
+        return found
+
+    old, new = values(before), values(after)
+
+    def delta(name: str) -> float:
+        return new.get(name, 0.0) - old.get(name, 0.0)
+
+    wait = delta("router_classifier_latency_seconds_sum") / max(1.0, delta("router_classifier_latency_seconds_count"))
+    size = delta("router_classifier_batch_size_sum") / max(1.0, delta("router_classifier_batch_size_count"))
+    return wait * 1000, size
+
+
+def gc_summary(metrics: str) -> str:
+    """Collections and mean pause per generation in our proxy, from /metrics."""
+    counts: dict[str, float] = {}
+    sums: dict[str, float] = {}
+    for line in metrics.splitlines():
+        if line.startswith(("router_gc_pause_seconds_count", "router_gc_pause_seconds_sum")):
+            name, _, value = line.rpartition(" ")
+            generation = name.split('generation="')[1].split('"')[0]
+            (counts if "_count" in name else sums)[generation] = float(value)
+    return ", ".join(
+        f"gen{g}: {counts[g]:.0f} collections, mean {1000 * sums.get(g, 0) / counts[g]:.2f} ms"
+        for g in sorted(counts) if counts[g]
+    ) or "no collections"
+
+
+def main() -> None:
+    """Run everything and print the table and ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--litellm", default=shutil.which("litellm"), help="the LiteLLM proxy executable")
+    parser.add_argument("--requests", type=int, default=3000, help="requests at concurrency 32 (a quarter at 1)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="time cap per run")
+    parser.add_argument("--client", choices=CLIENTS, default="raw", help="load generator client (see loadgen.py)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="proxy-bench-"))
+    stub_port, ours_port, litellm_port = free_port(), free_port(), free_port()
+    stub = f"http://127.0.0.1:{stub_port}/v1"
+    (work / "router.yaml").write_text(POLICY.format(stub=stub))
+    (work / "litellm.yaml").write_text(LITELLM_CONFIG.format(stub=stub))
+    print(f"logs in {work}; one worker each; non-streaming; loopback; {args.client} client", flush=True)
+
+    table: dict[str, dict[int, LoadResult]] = {}
+    with started([sys.executable, str(Path(__file__).parent / "stub.py"), "--port", str(stub_port)],
+                 f"{stub}/models", work / "stub.log"):
+        table["stub (direct)"], _ = measure("stub (direct)", f"{stub}/chat/completions", "stub", args)
+        ours = f"http://127.0.0.1:{ours_port}"
+        with started([sys.executable, "-m", "router", "serve", "--config", str(work / "router.yaml"),
+                      "--port", str(ours_port), "--log-level", "warning"], f"{ours}/healthz", work / "router.log",
+                     {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}):
+            table["router pass-through"], _ = measure("router pass-through", f"{ours}/v1/chat/completions", "cheap", args)
+            table["router routing"], inside = measure(
+                "router routing", f"{ours}/v1/chat/completions", "router", args, f"{ours}/metrics"
+            )
+            collections = gc_summary(httpx.get(f"{ours}/metrics").text)
+        if args.litellm:
+            litellm_url = f"http://127.0.0.1:{litellm_port}"
+            env = {"LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true", "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+                   "LITELLM_LOG": "ERROR"}
+            with started([args.litellm, "--config", str(work / "litellm.yaml"), "--port", str(litellm_port),
+                          "--num_workers", "1", "--telemetry", "False"],
+                         f"{litellm_url}/health/liveliness", work / "litellm.log", env):
+                table["LiteLLM proxy"], _ = measure("LiteLLM proxy", f"{litellm_url}/v1/chat/completions", "stub", args)
+        else:
+            print("  LiteLLM proxy: no `litellm` executable found (--litellm PATH); skipped", flush=True)
+
+    single_ms, batch_ms = classifier_latency()
+    print(f"\nclassifier alone: {single_ms:.1f} ms for one prompt, {batch_ms:.1f} ms for a batch of 32 (p50)")
+    for concurrency, (wait_ms, batch) in inside.items():
+        print(f"classifier inside the proxy, routing at c={concurrency}: {wait_ms:.1f} ms mean wait per request, "
+              f"{batch:.1f} prompts per batch")
+    print(f"garbage collection in our proxy over all its runs: {collections}")
+
+    direct = table["stub (direct)"]
+    print("\n| target | c=1 p50 ms | c=1 p99 ms | c=32 p50 ms | c=32 p99 ms | max req/s (c=32) | added p50 c=1 ms | p99/p50 c=32 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, result in table.items():
+        added = result[1].p50_ms - direct[1].p50_ms
+        print(
+            f"| {name} | {result[1].p50_ms:.2f} | {result[1].p99_ms:.2f} | {result[32].p50_ms:.1f} | "
+            f"{result[32].p99_ms:.1f} | {result[32].rps:.0f} | {added:+.2f} | {result[32].p99_ms / result[32].p50_ms:.2f} |"
+        )
+    print("\nratios (same machine, same run):")
+    for name in ("router pass-through", "router routing"):
+        ours_result = table[name]
+        print(f"  {name}: {ours_result[32].rps / direct[32].rps:.2f}x the direct req/s; "
+              f"adds {ours_result[1].p50_ms - direct[1].p50_ms:.2f} ms p50 at c=1")
+        if "LiteLLM proxy" in table:
+            lite = table["LiteLLM proxy"]
+            lite_added = lite[1].p50_ms - direct[1].p50_ms
+            ours_added = ours_result[1].p50_ms - direct[1].p50_ms
+            print(f"    vs LiteLLM proxy: {ours_result[32].rps / lite[32].rps:.2f}x its req/s; "
+                  f"{ours_added / lite_added:.2f}x its added p50 (c=1); "
+                  f"{ours_result[32].p50_ms / lite[32].p50_ms:.2f}x its p50 at c=32")
+    for concurrency in (1, 32):
+        extra = table["router routing"][concurrency].p50_ms - table["router pass-through"][concurrency].p50_ms
+        print(f"  routing adds {extra:.1f} ms p50 over pass-through at c={concurrency}; the classifier's own "
+              f"latency there: {inside[concurrency][0]:.1f} ms (alone, one prompt: {single_ms:.1f} ms)")
+
+
+if __name__ == "__main__":
+    main()

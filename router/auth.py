@@ -1,0 +1,123 @@
+"""Client API keys: from the process settings, from router.yaml (by env var or sha256), or from Redis.
+
+When no key is configured anywhere, the proxy is open and every request is the `anonymous`
+principal. Keys are compared by their sha256, so neither router.yaml nor Redis ever holds one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pydantic import SecretStr
+
+from policies.schema import ServerConfig
+from router.errors import AuthenticationFailed
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+logger = logging.getLogger(__name__)
+
+REDIS_KEYS_HASH = "api-keys"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a key's name (a tag for ledger and metrics, never the key) and its own rate."""
+
+    name: str
+    requests_per_minute: int | None = None
+
+
+ANONYMOUS = Principal("anonymous")
+
+
+def key_digest(key: str) -> str:
+    """Hex sha256 of an API key: what config and Redis store instead of the key."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def store_api_key(
+    redis: Redis, prefix: str, key: str, *, name: str, requests_per_minute: int | None = None
+) -> None:
+    """Register a key in Redis (needs `server.redis_api_keys: true` in router.yaml)."""
+    record = {"name": name, "requests_per_minute": requests_per_minute}
+    await redis.hset(f"{prefix}{REDIS_KEYS_HASH}", key_digest(key), json.dumps(record))
+
+
+class Authenticator:
+    """Resolves an `Authorization: Bearer` header to a Principal, or raises AuthenticationFailed."""
+
+    def __init__(self, settings_keys: Sequence[SecretStr], redis: Redis | None, prefix: str) -> None:
+        self._settings_keys = {
+            key_digest(key.get_secret_value()): Principal(f"key-{key_digest(key.get_secret_value())[:8]}")
+            for key in settings_keys
+        }
+        self._redis = redis
+        self._prefix = prefix
+        self._config: ServerConfig | None = None
+        self._table: dict[str, Principal] = {}
+
+    def _keys(self, config: ServerConfig) -> dict[str, Principal]:
+        # Rebuilt only when a reload brings a new server section.
+        if config is not self._config:
+            table = dict(self._settings_keys)
+            for entry in config.api_keys:
+                if entry.sha256 is not None:
+                    digest = entry.sha256
+                else:
+                    secret = os.environ.get(entry.key_env or "", "")
+                    if not secret:
+                        logger.warning(
+                            "server.api_keys: %s names $%s, which is not set; that key cannot be used.",
+                            entry.name, entry.key_env,
+                        )
+                        continue
+                    digest = key_digest(secret)
+                table[digest] = Principal(entry.name, entry.requests_per_minute)
+            self._table, self._config = table, config
+        return self._table
+
+    def required(self, config: ServerConfig) -> bool:
+        """Whether requests must carry a key under this configuration."""
+        return bool(self._settings_keys or config.api_keys or config.redis_api_keys)
+
+    async def authenticate(self, authorization: str | None, config: ServerConfig) -> Principal:
+        """The caller's Principal; ANONYMOUS when no key is configured anywhere."""
+        if not self.required(config):
+            return ANONYMOUS
+        scheme, _, key = (authorization or "").partition(" ")
+        key = key.strip()
+        if scheme.lower() != "bearer" or not key:
+            raise AuthenticationFailed(
+                "No API key provided: send it in the header `Authorization: Bearer <key>`.",
+                code="missing_api_key",
+            )
+        digest = key_digest(key)
+        found = self._keys(config).get(digest)
+        if found is None and config.redis_api_keys and self._redis is not None:
+            found = await self._from_redis(digest)
+        if found is None:
+            raise AuthenticationFailed(
+                "Incorrect API key provided; check the key, or ask the proxy's operator for one.",
+                code="invalid_api_key",
+            )
+        return found
+
+    async def _from_redis(self, digest: str) -> Principal | None:
+        raw = await self._redis.hget(f"{self._prefix}{REDIS_KEYS_HASH}", digest) if self._redis else None
+        if raw is None:
+            return None
+        try:
+            record = json.loads(raw)
+            rpm = record.get("requests_per_minute")
+            return Principal(str(record["name"]), int(rpm) if rpm is not None else None)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            logger.error("Redis API key %s... has a malformed record %r; it is refused.", digest[:8], raw)
+            return None

@@ -1,0 +1,291 @@
+"""A Backend running a transformers causal LM in this process, on CPU or CUDA.
+
+The model comes from a `LocalModelLoader` (router/backends/local_model.py) that the caller
+creates once and keeps. A `LocalBackend` feeds one worker through a bounded asyncio queue; the
+worker runs `generate` in a thread, so the event loop is never blocked and the model serves one
+batch at a time. n > 1 samples are drawn in one batched call (`num_return_sequences`).
+
+Cost of a call = its tokens at `LocalPricing`'s per-million-token prices + `gpu_hour_usd` times
+the seconds the model was busy on it (that is, the hourly price divided by the measured
+tokens per second, per token). All default to zero; the figure is always reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from router.backends.base import (
+    Completion,
+    GenerationParams,
+    Message,
+    Usage,
+    validate_messages,
+)
+from router.backends.local_model import (  # re-exported: callers import the local API from here
+    DEFAULT_LOCAL_MODEL,
+    EMBEDDED_ALIAS,
+    LocalModel,
+    LocalModelLoader,
+    LocalModelSpec,
+    ModelSource,
+    embedded_gguf_path,
+    load_local_model,
+    pick_device,
+    resolve_model_source,
+)
+from router.errors import BackendError, BackendTimeout, BackendUnavailable, ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "DEFAULT_LOCAL_MODEL",
+    "EMBEDDED_ALIAS",
+    "LocalBackend",
+    "LocalModel",
+    "LocalModelLoader",
+    "LocalModelSpec",
+    "LocalPricing",
+    "ModelSource",
+    "embedded_gguf_path",
+    "load_local_model",
+    "pick_device",
+    "resolve_model_source",
+]
+
+@dataclass(frozen=True, slots=True)
+class LocalPricing:
+    """What a local call costs: per-million-token prices plus GPU time at an hourly price."""
+
+    input_per_mtok_usd: float = 0.0
+    output_per_mtok_usd: float = 0.0
+    gpu_hour_usd: float = 0.0
+
+    def __post_init__(self) -> None:
+        if min(self.input_per_mtok_usd, self.output_per_mtok_usd, self.gpu_hour_usd) < 0:
+            raise ConfigError("local pricing: prices must be >= 0; use 0 for a machine you do not pay by use.")
+
+    def cost(self, input_tokens: int, output_tokens: int, busy_s: float) -> float:
+        """USD for one call."""
+        return (
+            input_tokens * self.input_per_mtok_usd / 1e6
+            + output_tokens * self.output_per_mtok_usd / 1e6
+            + self.gpu_hour_usd * busy_s / 3600
+        )
+
+
+@dataclass(slots=True)
+class _Job:
+    messages: Sequence[Message]
+    params: GenerationParams
+    result: asyncio.Future[list[Completion]]
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class LocalBackend:
+    """Serves one LocalModel through a bounded queue and a single worker; async-safe."""
+
+    def __init__(self, model: LocalModel, *, pricing: LocalPricing | None = None, max_queue: int = 64) -> None:
+        if max_queue < 1:
+            raise ConfigError(f"local.max_queue: must be >= 1 (got {max_queue}).")
+        self.model = model
+        self.pricing = pricing or LocalPricing()
+        self.max_queue = max_queue
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"LocalBackend(model={self.model.name!r}, device={self.model.device!r})"
+
+    def _ensure_worker(self) -> asyncio.Queue[_Job]:
+        loop = asyncio.get_running_loop()
+        # A new event loop (e.g. a second asyncio.run) needs its own queue and worker.
+        if self._queue is None or self._loop is not loop or self._worker is None or self._worker.done():
+            self._loop = loop
+            self._queue = asyncio.Queue(maxsize=self.max_queue)
+            self._worker = loop.create_task(self._work(self._queue), name=f"local-backend-{self.model.name}")
+        return self._queue
+
+    async def _work(self, queue: asyncio.Queue[_Job]) -> None:
+        job: _Job | None = None
+        try:
+            while True:
+                job = await queue.get()
+                if job.result.done():  # the caller timed out or went away while the job waited
+                    continue
+                running = asyncio.ensure_future(asyncio.to_thread(self._generate_sync, job))
+                # wait() never raises, so one bad request cannot kill the worker; its error goes to the caller.
+                await asyncio.wait({running})
+                error = running.exception()  # read even when unused, or asyncio logs it as lost
+                if job.result.done():
+                    continue
+                if error is not None:
+                    job.result.set_exception(error)
+                else:
+                    job.result.set_result(running.result())
+        finally:
+            # Cancelled by aclose(): tell everyone still waiting now, not at each one's timeout.
+            left = [job] if job is not None else []
+            while not queue.empty():
+                left.append(queue.get_nowait())
+            for waiting in left:
+                waiting.cancelled.set()
+                if not waiting.result.done():
+                    waiting.result.set_exception(
+                        BackendUnavailable(f"{self.model.name} was shut down; retry the request.")
+                    )
+
+    async def generate(self, messages: Sequence[Message], params: GenerationParams) -> list[Completion]:
+        """Queue the request, wait for the worker, and return n completions."""
+        validate_messages(messages)
+        queue = self._ensure_worker()
+        job = _Job(messages, params, asyncio.get_running_loop().create_future())
+        try:
+            queue.put_nowait(job)
+        except asyncio.QueueFull:
+            raise BackendUnavailable(
+                f"{self.model.name} has {self.max_queue} requests waiting; retry later or raise max_queue."
+            ) from None
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(params.timeout_s):
+                completions = await job.result
+        except TimeoutError:
+            raise BackendTimeout(
+                f"{self.model.name} did not answer within {params.timeout_s:g} s (queue wait included); "
+                "raise the tier's timeout, lower max_tokens, or add capacity."
+            ) from None
+        finally:
+            job.cancelled.set()  # stops a generation nobody waits for at its next token
+        latency = time.perf_counter() - started
+        return [
+            Completion(c.text, c.finish_reason, c.usage, c.cost_usd, latency, c.mean_logprob, c.model)
+            for c in completions
+        ]
+
+    async def aclose(self) -> None:
+        """Stop the worker; queued requests are abandoned."""
+        if self._worker is not None and not self._worker.done():
+            self._worker.cancel()
+            await asyncio.wait({self._worker})
+        self._worker = None
+        self._queue = None
+
+    def _prompt_ids(self, messages: Sequence[Message]) -> torch.Tensor:
+        tokenizer = self.model.tokenizer
+        if tokenizer.chat_template:
+            encoded = tokenizer.apply_chat_template(
+                [dict(m) for m in messages], add_generation_prompt=True, return_tensors="pt", return_dict=True
+            )
+            ids: torch.Tensor = encoded["input_ids"]
+        else:
+            # A base model without a chat template: plain text is the honest fallback.
+            text = "\n".join(message["content"] for message in messages) + "\n"
+            ids = tokenizer(text, return_tensors="pt")["input_ids"]
+        return ids.to(self.model.device)
+
+    def _generate_sync(self, job: _Job) -> list[Completion]:
+        """Run in the worker thread: one batched generate call for all n samples."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class _StopWhenCancelled(StoppingCriteria):
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+                return torch.full((input_ids.shape[0],), job.cancelled.is_set(), dtype=torch.bool, device=input_ids.device)
+
+        params = job.params
+        tokenizer, model = self.model.tokenizer, self.model.model
+        prompt = self._prompt_ids(job.messages)
+        sample = params.temperature > 0
+        # Greedy decoding gives n identical answers: compute one and copy it at no extra cost.
+        draws = params.n if sample else 1
+        options: dict[str, Any] = {
+            "max_new_tokens": params.max_tokens,
+            "num_return_sequences": draws,
+            "do_sample": sample,
+            "pad_token_id": tokenizer.pad_token_id,
+            "return_dict_in_generate": True,
+            "output_logits": params.logprobs,
+            "stopping_criteria": StoppingCriteriaList([_StopWhenCancelled()]),
+        }
+        if sample:
+            options.update(temperature=params.temperature, top_p=params.top_p, top_k=None)
+        if params.stop:
+            options.update(stop_strings=list(params.stop), tokenizer=tokenizer)
+        busy_started = time.perf_counter()
+        try:
+            with self.model.lock, torch.inference_mode():
+                output = model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), **options)
+        except (RuntimeError, ValueError) as error:
+            raise BackendError(f"{self.model.name} failed to generate: {error}") from error
+        busy_s = time.perf_counter() - busy_started
+        if job.cancelled.is_set():
+            raise BackendTimeout(f"{self.model.name} generation was cancelled before it finished.")
+        new_tokens = output.sequences[:, prompt.shape[1] :]
+        logprobs = _token_logprobs(output.logits, new_tokens) if params.logprobs else None
+        eos_ids = _eos_ids(tokenizer, model)
+        drawn: list[tuple[str, str, int, float | None]] = []
+        for row in range(new_tokens.shape[0]):
+            tokens = new_tokens[row].tolist()
+            length, hit_eos = _length_until_eos(tokens, eos_ids)
+            text = tokenizer.decode(tokens[:length], skip_special_tokens=True)
+            text, hit_stop = _cut_at_stop(text, params.stop)
+            counted = min(len(tokens), length + (1 if hit_eos else 0))
+            mean = float(logprobs[row, :counted].mean()) if logprobs is not None and counted else None
+            drawn.append((text, "stop" if hit_eos or hit_stop else "length", counted, mean))
+        drawn += [(text, finish, 0, mean) for text, finish, _, mean in drawn[:1] * (params.n - draws)]
+        input_tokens = int(prompt.shape[1])
+        completions = []
+        for index, (text, finish, output_tokens, mean) in enumerate(drawn):
+            usage = Usage(input_tokens if index == 0 else 0, output_tokens)
+            share_s = busy_s if index == 0 else 0.0
+            completions.append(
+                Completion(
+                    text=text,
+                    finish_reason=finish,
+                    usage=usage,
+                    cost_usd=self.pricing.cost(usage.input_tokens, usage.output_tokens, share_s),
+                    latency_s=busy_s,
+                    mean_logprob=mean,
+                    model=self.model.name,
+                )
+            )
+        return completions
+
+
+def _eos_ids(tokenizer: Any, model: Any) -> set[int]:
+    """Token ids that end a sequence: EOS ids and the pad id that fills rows that ended early."""
+    ids: set[int] = set()
+    for value in (tokenizer.eos_token_id, tokenizer.pad_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list):
+            ids.update(v for v in value if isinstance(v, int))
+    return ids
+
+
+def _length_until_eos(tokens: list[int], eos_ids: set[int]) -> tuple[int, bool]:
+    for index, token in enumerate(tokens):
+        if token in eos_ids:
+            return index, True
+    return len(tokens), False
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    cuts = [text.index(s) for s in stop if s in text]
+    return (text[: min(cuts)], True) if cuts else (text, False)
+
+
+def _token_logprobs(logits: Sequence[torch.Tensor], new_tokens: torch.Tensor) -> torch.Tensor:
+    """Log-probability of each generated token under the model's unmodified distribution."""
+    import torch
+
+    steps = torch.stack(list(logits), dim=1).float()  # (rows, steps, vocab)
+    chosen = new_tokens[:, : steps.shape[1]].unsqueeze(-1)
+    return torch.log_softmax(steps, dim=-1).gather(-1, chosen).squeeze(-1)

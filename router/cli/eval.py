@@ -1,0 +1,107 @@
+"""`router eval`: classifier -> policy -> backend -> strategy on questions with reference answers."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+
+from router.cli._common import configure_logging, reports_errors
+
+
+class AnswerTypeChoice(str, Enum):
+    """How answers are extracted and compared (auto = detect from the references)."""
+
+    auto = "auto"
+    number = "number"
+    choice = "choice"
+    text = "text"
+
+
+def _money(value: float) -> str:
+    return "-" if math.isinf(value) or math.isnan(value) else f"${value:.6f}"
+
+
+@reports_errors
+def eval_command(
+    dataset: Annotated[Path, typer.Option("--dataset", help="JSONL of {question|prompt, answer[, id]} (GSM8K '#### N' ok).")],
+    config: Annotated[Path, typer.Option("--config", "-c", help="Policy file.", envvar="ROUTER_CONFIG")] = Path("router.yaml"),
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N questions.")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=256, help="Questions in flight at once.")] = 1,
+    force_tier: Annotated[
+        str | None, typer.Option("--force-tier", help="Send every question to this tier (no classifier, no baselines).")
+    ] = None,
+    output: Annotated[
+        Path, typer.Option("--output", help="Result JSONL; an existing file is resumed, finished questions skipped.")
+    ] = Path("eval-results.jsonl"),
+    answer_type: Annotated[AnswerTypeChoice, typer.Option("--answer-type", help="How answers are graded.")] = AnswerTypeChoice.auto,
+    baselines: Annotated[
+        bool, typer.Option("--baselines/--no-baselines", help="Also force the questions through each tier alone.")
+    ] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")] = False,
+) -> None:
+    """Answer and grade every question; print accuracy, cost and cost per correct answer per run and tier."""
+    from policies import load_policy
+    from router.evals import detect_answer_type, load_questions
+    from router.evals.runner import POLICY_RUN, tier_run
+
+    configure_logging(verbose)
+    policy = load_policy(config)
+    questions = load_questions(dataset, limit)
+    kind = detect_answer_type(questions) if answer_type is AnswerTypeChoice.auto else answer_type.value
+    if force_tier is not None:
+        policy.forced(force_tier, "")  # fails early, naming the tiers, when the name is wrong
+        runs = [tier_run(force_tier)]
+    else:
+        runs = [POLICY_RUN] + ([tier_run(t) for t in policy.tier_names] if baselines else [])
+    difficulties: dict[str, float] = {}
+    if POLICY_RUN in runs:
+        from classifiers import load_classifier
+
+        classifier = load_classifier(policy.classifier_path, embedding_model=policy.config.classifier.embedding_model)
+        scores = classifier.predict_score([q.question for q in questions], policy.config.classifier.score)
+        difficulties = {q.id: float(s) for q, s in zip(questions, scores, strict=True)}
+    typer.echo(f"{len(questions)} questions, answer type {kind}, runs: {', '.join(runs)}", err=True)
+    rows = asyncio.run(_run(policy, questions, runs, difficulties, kind, output, concurrency))
+    _print_summary(rows, output)
+
+
+async def _run(policy, questions, runs, difficulties, kind, output, concurrency):  # type: ignore[no-untyped-def]
+    from router.evals import run_eval
+    from router.execution import DefaultBackends, Executor
+
+    backends = DefaultBackends()
+    await asyncio.to_thread(backends.preload, policy)  # local models load once, here
+    total = len(questions) * len(runs)
+    try:
+        with tqdm(total=total, unit="q", desc="eval", disable=not sys.stderr.isatty()) as progress:
+            return await run_eval(
+                policy, Executor(backends), questions, runs, difficulties, kind, output,
+                concurrency=concurrency, on_row=lambda row: progress.update(1),
+            )
+    finally:
+        await backends.aclose()
+
+
+def _print_summary(rows, output: Path) -> None:  # type: ignore[no-untyped-def]
+    from router.evals import summarise
+
+    runs, tiers = summarise(rows)
+    table = Table(title=f"results in {output}", box=box.SIMPLE_HEAD)
+    for column in ("run", "questions", "accuracy", "total cost", "cost per correct", "tokens in", "tokens out"):
+        table.add_column(column, justify="left" if column == "run" else "right")
+    for summary in runs + tiers:
+        table.add_row(
+            summary.name, str(summary.questions), f"{summary.accuracy:.3f}", _money(summary.cost_usd),
+            _money(summary.cost_per_correct), str(summary.input_tokens), str(summary.output_tokens),
+        )
+    Console(width=110).print(table)

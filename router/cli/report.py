@@ -1,0 +1,196 @@
+"""`router report` (cost per correct answer) and `router ledger export` (the ledger as training data)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from router.cli._common import configure_logging, reports_errors
+from router.errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # imported when a command runs: redis and pydantic would slow every `router` call
+    from router.ledger.report import Report
+    from router.ledger.sync_ledger import SyncRedisLedger
+
+ledger_app = typer.Typer(help="Work with the request ledger: export it as training data.", no_args_is_help=True)
+
+
+class ByChoice(str, Enum):
+    """What one row of the report stands for."""
+
+    tier = "tier"
+    policy = "policy"
+    app = "app"
+    day = "day"
+
+
+class SourceChoice(str, Enum):
+    """Where the report's numbers come from."""
+
+    records = "records"
+    aggregates = "aggregates"
+
+
+class ExportFormat(str, Enum):
+    """Export formats: routing outcomes (train-ready) or the raw records."""
+
+    jsonl = "jsonl"
+    records = "records"
+
+
+RedisUrlOption = Annotated[
+    str | None,
+    typer.Option("--redis-url", envvar="ROUTER_REDIS_URL", help="The ledger's Redis, e.g. redis://127.0.0.1:6379/0."),
+]
+PrefixOption = Annotated[
+    str | None, typer.Option("--prefix", help="Key prefix of the ledger in Redis (ledger.key_prefix; default router:).")
+]
+SinceHelp = "Window start: a duration (90m, 24h, 7d, 2w), an ISO date or time (UTC unless it says), or 'all'."
+
+
+def _ledger(redis_url: str | None, prefix: str | None) -> SyncRedisLedger:
+    from pydantic import ValidationError
+
+    from router.ledger.config import DEFAULT_PREFIX, LedgerConfig
+    from router.ledger.sync_ledger import SyncRedisLedger
+
+    try:
+        config = LedgerConfig(redis_url=redis_url, key_prefix=prefix or DEFAULT_PREFIX)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise ConfigError(f"Invalid ledger option: {problems}. Fix --redis-url / --prefix.") from None
+    return SyncRedisLedger(config)
+
+
+def _usd(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"${value:,.2f}"
+    return "$" + (f"{value:.6f}".rstrip("0").rstrip(".") or "0")
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+@reports_errors
+def report_command(
+    since: Annotated[str, typer.Option("--since", help=SinceHelp)] = "24h",
+    by: Annotated[ByChoice, typer.Option("--by", help="One row per tier, policy version, app or UTC day.")] = ByChoice.tier,
+    source: Annotated[
+        SourceChoice,
+        typer.Option("--source", help="records: exact, from the stream; aggregates: per-day totals, kept longer."),
+    ] = SourceChoice.records,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (rows carry cost_per_correct).")] = False,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Also write a PNG: accuracy vs cost per query, and a reliability diagram."),
+    ] = None,
+    redis_url: RedisUrlOption = None,
+    prefix: PrefixOption = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")] = False,
+) -> None:
+    """Requests, cost, accuracy and cost per correct answer, by tier, policy, app or day."""
+    from router.ledger.report import build_report, parse_since, report_from_records
+
+    configure_logging(verbose)
+    now = time.time()
+    start = parse_since(since, now)
+    ledger = _ledger(redis_url, prefix)
+    try:
+        report = build_report(ledger, by.value, start, now, source.value)
+        if plot is not None:
+            from router.ledger.plot import plot_report
+
+            drawn = report if source is SourceChoice.records else report_from_records(ledger.records(start, now), by.value, start, now)
+            plot_report(drawn, plot)
+    finally:
+        ledger.close()
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        _print_table(report)
+    if plot is not None:
+        typer.echo(f"wrote {plot}", err=as_json)
+
+
+def _print_table(report: Report) -> None:
+    from router.ledger.report import iso
+
+    console = Console() if Console().is_terminal else Console(width=120)
+    window = f"since {iso(report.since)}" if report.since is not None else "all time"
+    table = Table(title=f"ledger by {report.by}, {window} ({report.source})", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in (report.by, "requests", "share", "cost", "cost/req", "graded", "accuracy", "cost/correct"):
+        table.add_column(column, justify="left" if column == report.by else "right", no_wrap=True)
+    last = report.rows[-1] if report.rows else None
+    for row in [*report.rows, report.total]:
+        c = row.counts
+        table.add_row(row.key, str(c.requests), _ratio(row.share), _usd(c.cost_usd), _usd(c.cost_per_request),
+                      str(c.graded), _ratio(c.accuracy), _usd(c.cost_per_correct), end_section=row is last)
+    if not report.rows:
+        console.print(f"No ledger records {window}.")
+    else:
+        console.print(table)
+        console.print("accuracy: correct / graded. cost/correct: cost of graded requests / correct among them.",
+                      style="dim")
+    for note in report.notes:
+        console.print(f"note: {note}", style="yellow")
+
+
+@ledger_app.command("export")
+@reports_errors
+def export_command(
+    export_format: Annotated[
+        ExportFormat,
+        typer.Option("--format", help="jsonl: routing outcomes for `router classifier train`; records: raw records."),
+    ] = ExportFormat.jsonl,
+    graded_only: Annotated[
+        bool, typer.Option("--graded-only", help="Only graded records (always so for jsonl: an outcome needs a verdict).")
+    ] = False,
+    tiers: Annotated[
+        str | None,
+        typer.Option("--tiers", help="jsonl: comma-separated tiers to export, cheapest first (default: all seen, by cost)."),
+    ] = None,
+    since: Annotated[str, typer.Option("--since", help=SinceHelp)] = "all",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: standard output).")] = None,
+    redis_url: RedisUrlOption = None,
+    prefix: PrefixOption = None,
+) -> None:
+    """Export ledger records: `--format jsonl` gives rows that `router classifier train --data` reads."""
+    from router.ledger.export import outcome_rows, record_rows, write_jsonl
+    from router.ledger.report import parse_since
+
+    start = parse_since(since, time.time())
+    ledger = _ledger(redis_url, prefix)
+    try:
+        records = ledger.records(start)
+    finally:
+        ledger.close()
+    if export_format is ExportFormat.jsonl:
+        tier_list = None if tiers is None else [t.strip() for t in tiers.split(",")]
+        rows, summary = outcome_rows(records, tier_list)
+        if not rows:
+            raise DataError(
+                "Nothing to export: " + "; ".join(summary.lines()) + ". Grade requests (POST /v1/feedback or "
+                "`router eval`) with ledger.store_prompts: true, and check --tiers and --since."
+            )
+    else:
+        rows, summary = record_rows(records, graded_only)
+    if output is None:
+        write_jsonl(rows, sys.stdout)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with output.open("w", encoding="utf-8") as handle:
+            write_jsonl(rows, handle)
+    for line in summary.lines():
+        typer.echo(line, err=True)

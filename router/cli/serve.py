@@ -1,0 +1,61 @@
+"""`router serve`: run the OpenAI-compatible proxy with uvicorn."""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from policies import load_policy
+from router.cli._common import configure_logging, reports_errors
+
+
+class LogLevel(str, Enum):
+    """uvicorn's log levels."""
+
+    critical = "critical"
+    error = "error"
+    warning = "warning"
+    info = "info"
+    debug = "debug"
+
+
+@reports_errors
+def serve_command(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", envvar="ROUTER_CONFIG", help="Policy file (hot-reloaded while serving).")
+    ] = Path("router.yaml"),
+    host: Annotated[str, typer.Option(help="Address to listen on; 0.0.0.0 exposes the proxy to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    workers: Annotated[
+        int, typer.Option(min=1, max=64, help="Worker processes; each loads its own models. Share limits via REDIS_URL.")
+    ] = 1,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="REDIS_URL", show_default=False,
+            help="Redis for API keys, rate limits and budgets shared by workers (default: per process).",
+        ),
+    ] = None,
+    access_log: Annotated[bool, typer.Option(help="Log one line per request (costs throughput).")] = False,
+    log_level: Annotated[LogLevel, typer.Option(help="Log level.")] = LogLevel.info,
+) -> None:
+    """Serve /v1/chat/completions (plain and streamed), /v1/models, /metrics, /v1/feedback and /healthz."""
+    import uvicorn
+
+    from router.server import ServerSettings, create_app
+
+    configure_logging(verbose=log_level is LogLevel.debug)
+    load_policy(config)  # a bad file stops here with its problems listed, before any model loads
+    # Workers are separate processes that build their settings from the environment.
+    os.environ["ROUTER_CONFIG"] = str(config)
+    if redis_url:
+        os.environ["REDIS_URL"] = redis_url
+    options = {"host": host, "port": port, "log_level": log_level.value, "access_log": access_log}
+    if workers == 1:
+        uvicorn.run(create_app(ServerSettings(config=config)), **options)  # type: ignore[arg-type]
+    else:
+        uvicorn.run("router.server:app_from_environment", factory=True, workers=workers, **options)  # type: ignore[arg-type]

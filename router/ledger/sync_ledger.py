@@ -1,0 +1,124 @@
+"""Synchronous access to the Redis ledger, for the CLI (`router report`, `router ledger export`) and `router eval`.
+
+Reads the stream back (records, and the verdicts appended after them) and the aggregates; writes through the
+same Lua scripts as the proxy. Unlike the proxy's writer it raises when Redis is unreachable: a
+command line should say so, not buffer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import cast
+
+import redis
+from redis.exceptions import RedisError
+
+from router.errors import ConfigError
+from router.ledger.config import LedgerConfig
+from router.ledger.counts import MICRO, Counts
+from router.ledger.entry import LedgerEntry, StoredRecord, entry_from_dict
+from router.ledger.keys import Dimension, LedgerKeys
+from router.ledger.scripts import FEEDBACK_LUA, RECORD_LUA, feedback_call, record_call
+
+PAGE = 1000
+# Records reach the stream up to this long after their timestamp (a proxy flushing its outage
+# buffer), so a time window is read from this much earlier in stream-id time, then filtered.
+LATE_ARRIVAL_S = 86_400
+
+
+class SyncRedisLedger:
+    """Blocking client of the Redis ledger: read records and aggregates, record, grade."""
+
+    def __init__(self, config: LedgerConfig, client: redis.Redis | None = None) -> None:
+        if config.redis_url is None and client is None:
+            raise ConfigError(
+                "No ledger Redis to read: pass --redis-url redis://HOST:6379/0 (or set ROUTER_REDIS_URL). "
+                "The embedded ledger lives inside `router serve` and no other process can read it."
+            )
+        self.config = config
+        self._keys = LedgerKeys(config.key_prefix)
+        self._client = client or redis.Redis.from_url(
+            config.redis_url or "", decode_responses=True, socket_timeout=10, socket_connect_timeout=config.timeout_s * 4
+        )
+        self._record_script = self._client.register_script(RECORD_LUA)
+        self._feedback_script = self._client.register_script(FEEDBACK_LUA)
+
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        try:
+            yield
+        except RedisError as error:
+            raise ConfigError(
+                f"The ledger's Redis at {self.config.display_url} did not answer ({error}). Start Redis, or pass "
+                "the right --redis-url."
+            ) from error
+
+    def record(self, entry: LedgerEntry) -> bool:
+        """Write one record with its aggregates; False when its request id was already recorded."""
+        call = record_call(entry, self._keys, self.config)
+        with self._reachable():
+            return bool(self._record_script(keys=call.keys, args=call.args))
+
+    def feedback(self, request_id: str, score: float) -> bool:
+        """Set a request's verdict in [0, 1], replacing an earlier one; False for an unknown request."""
+        call = feedback_call(request_id, score, self._keys, self.config)
+        with self._reachable():
+            return bool(self._feedback_script(keys=call.keys, args=call.args))
+
+    def records(self, since: float | None = None, until: float | None = None) -> list[StoredRecord]:
+        """Records with since <= timestamp < until, in stream order, each with its latest verdict."""
+        start = "-" if since is None else str(max(0, int((since - LATE_ARRIVAL_S) * 1000)))
+        entries: list[LedgerEntry] = []
+        verdicts: dict[str, int] = {}  # request id -> latest score in millionths
+        with self._reachable():
+            while True:
+                # decode_responses=True: ids and fields are str, which redis-py's types do not know.
+                page = cast(list[tuple[str, dict[str, str]]], self._client.xrange(self._keys.stream, start, "+", count=PAGE))
+                for _, fields in page:
+                    if "v" in fields:  # a verdict; its record came earlier in the stream
+                        verdicts[fields["v"]] = int(fields["s"])
+                        continue
+                    entry = entry_from_dict(json.loads(fields["r"]))
+                    if (since is None or entry.timestamp >= since) and (until is None or entry.timestamp < until):
+                        entries.append(entry)
+                if len(page) < PAGE:
+                    break
+                start = "(" + page[-1][0]
+        return [StoredRecord(e, verdicts[e.request_id] / MICRO if e.request_id in verdicts else None) for e in entries]
+
+    def aggregates(self, dimension: Dimension | None, days: Sequence[str] | None = None) -> dict[str, Counts]:
+        """Aggregates per value of a dimension (or the total, key ""), all-time or summed over UTC days."""
+        with self._reachable():
+            members = cast(set[str], set() if dimension is None else self._client.smembers(self._keys.dims(dimension)))
+            values = [""] if dimension is None else sorted(members)
+            plan: list[tuple[str, str]] = []
+            for value in values:
+                if days is None:
+                    plan.append((value, self._keys.total(dimension, value)))
+                else:
+                    plan.extend((value, self._keys.daily(day, dimension, value)) for day in days)
+            pipe = self._client.pipeline(transaction=False)
+            for _, key in plan:
+                pipe.hgetall(key)
+            hashes = pipe.execute()
+        out: dict[str, Counts] = {}
+        for (value, _), data in zip(plan, hashes, strict=True):
+            if data:
+                out.setdefault(value, Counts()).add(Counts.from_hash(data))
+        return out
+
+    def trimmed_until(self) -> float | None:
+        """Stream-id time of the oldest record kept, when the stream cap has removed older ones; else None."""
+        with self._reachable():
+            if not self._client.exists(self._keys.stream):
+                return None
+            info = self._client.xinfo_stream(self._keys.stream)
+        if int(info.get("entries-added") or 0) <= int(info["length"]) or not info.get("first-entry"):
+            return None
+        return int(str(info["first-entry"][0]).split("-", 1)[0]) / 1000
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._client.close()

@@ -1,0 +1,87 @@
+"""Prometheus metrics of one app (a registry of its own, so apps in one process do not collide).
+
+With several workers, each process counts its own; set PROMETHEUS_MULTIPROC_DIR to a shared empty
+folder before start-up and `/metrics` aggregates them (prometheus_client's multiprocess mode).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+DIFFICULTY_BUCKETS = tuple(i / 10 for i in range(1, 11))
+
+
+class RouterMetrics:
+    """Every metric the proxy exports, prefixed `router_`."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.requests = Counter(
+            "router_requests", "Chat requests by answering tier and HTTP status.", ["tier", "status"], registry=registry
+        )
+        self.difficulty = Histogram(
+            "router_difficulty", "Classifier score of routed requests.", buckets=DIFFICULTY_BUCKETS, registry=registry
+        )
+        self.tokens = Counter(
+            "router_tokens", "Tokens spent, sub-calls included.", ["tier", "kind"], registry=registry
+        )
+        self.cost = Counter("router_cost_usd", "USD spent, sub-calls included.", ["tier"], registry=registry)
+        self.latency = Histogram(
+            "router_request_latency_seconds", "Time from request to full answer.", ["tier"],
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )
+        self.overhead = Histogram(
+            "router_overhead_seconds", "Time spent in the router itself (request minus model calls).",
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )
+        self.classifier_latency = Histogram(
+            "router_classifier_latency_seconds", "Wait for a difficulty score (queue and batch).",
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )
+        self.classifier_batch = Histogram(
+            "router_classifier_batch_size", "Prompts embedded per classifier call.",
+            buckets=(1, 2, 4, 8, 16, 32, 64), registry=registry,
+        )
+        self.gc_pause = Histogram(
+            "router_gc_pause_seconds", "Garbage-collection pauses by generation.", ["generation"],
+            buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1), registry=registry,
+        )
+        self.errors = Counter("router_errors", "Error responses by code.", ["code"], registry=registry)
+        self.events = Counter(
+            "router_routing_events", "Fallbacks and escalations between tiers.", ["kind", "source", "target"],
+            registry=registry,
+        )
+        self.policy = Gauge("router_policy_info", "The live policy version (value 1).", ["version"], registry=registry)
+        self.ready = Gauge("router_ready", "1 once models are loaded and requests are served.", registry=registry)
+        self._policy_version: str | None = None
+        # Filled by a gc callback, which must not take the metric locks; drained at each scrape.
+        self.gc_samples: deque[tuple[int, float]] = deque(maxlen=100_000)
+
+    def set_policy(self, version: str) -> None:
+        """Show `version` as the live policy."""
+        if version != self._policy_version:
+            if self._policy_version is not None:
+                self.policy.remove(self._policy_version)
+            self.policy.labels(version).set(1)
+            self._policy_version = version
+
+    def count_error(self, code: str) -> None:
+        """One error response."""
+        self.errors.labels(code).inc()
+
+    def exposition(self) -> bytes:
+        """The text format, all workers' metrics when in multiprocess mode."""
+        while self.gc_samples:
+            generation, seconds = self.gc_samples.popleft()
+            self.gc_pause.labels(str(generation)).observe(seconds)
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry)
+        return generate_latest(self.registry)

@@ -1,0 +1,39 @@
+"""A pure ASGI middleware giving every request an id, returned in `x-router-request-id`.
+
+Pure ASGI rather than BaseHTTPMiddleware: it adds no task per request and leaves streaming alone.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+REQUEST_ID_HEADER = b"x-router-request-id"
+
+
+def new_request_id() -> str:
+    """A 24-hex-digit random id."""
+    return secrets.token_hex(12)
+
+
+class RequestIdMiddleware:
+    """Sets `scope["state"]["request_id"]` and echoes it in a response header."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = new_request_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (REQUEST_ID_HEADER, request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)

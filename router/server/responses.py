@@ -1,0 +1,98 @@
+"""OpenAI-shaped bodies: chat completions, streamed chunks (SSE), and errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+DONE = b"data: [DONE]\n\n"
+_PIECES = re.compile(r"\S+\s*|\s+")  # word-sized pieces for answers that did not stream upstream
+
+
+def dumps(data: Any) -> bytes:
+    """Compact JSON bytes."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def usage_body(input_tokens: int, output_tokens: int) -> dict[str, int]:
+    """OpenAI's usage object."""
+    return {
+        "prompt_tokens": input_tokens,
+        "completion_tokens": output_tokens,
+        "total_tokens": input_tokens + output_tokens,
+    }
+
+
+def completion_body(
+    completion_id: str, model: str, text: str, finish_reason: str, input_tokens: int, output_tokens: int,
+    fingerprint: str,
+) -> bytes:
+    """A whole `chat.completion` object."""
+    return dumps(
+        {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": fingerprint,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": finish_reason,
+                }
+            ],
+            "usage": usage_body(input_tokens, output_tokens),
+        }
+    )
+
+
+class ChunkWriter:
+    """Makes the SSE events of one streamed completion."""
+
+    def __init__(self, completion_id: str, model: str, fingerprint: str) -> None:
+        self._head = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": fingerprint,
+        }
+
+    def _event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
+        return b"data: " + dumps({**self._head, "choices": choices, **extra}) + b"\n\n"
+
+    def role(self) -> bytes:
+        """The first chunk: the assistant role and empty content."""
+        return self._event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}])
+
+    def text(self, piece: str) -> bytes:
+        """A content delta."""
+        return self._event([{"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}])
+
+    def finish(self, reason: str) -> bytes:
+        """The chunk carrying finish_reason."""
+        return self._event([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason}])
+
+    def usage(self, input_tokens: int, output_tokens: int) -> bytes:
+        """The final usage chunk (stream_options.include_usage)."""
+        return self._event([], usage=usage_body(input_tokens, output_tokens))
+
+
+def error_event(message: str, error_type: str, code: str | None) -> bytes:
+    """An error after streaming began, when the status code can no longer change."""
+    return b"data: " + dumps({"error": {"message": message, "type": error_type, "param": None, "code": code}}) + b"\n\n"
+
+
+def pieces(text: str) -> Iterator[str]:
+    """Split a finished answer into word-sized deltas."""
+    return (match.group(0) for match in _PIECES.finditer(text))
+
+
+def error_body(message: str, error_type: str, param: str | None, code: str | None) -> bytes:
+    """OpenAI's error object."""
+    return dumps({"error": {"message": message, "type": error_type, "param": param, "code": code}})

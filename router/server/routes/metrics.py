@@ -1,0 +1,18 @@
+"""GET /metrics: Prometheus text format, every name prefixed `router_`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.responses import Response
+
+from router.server.runtime import Runtime
+
+router = APIRouter()
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """The metrics of this process (of all workers in multiprocess mode)."""
+    runtime: Runtime = request.app.state.runtime
+    return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

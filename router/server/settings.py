@@ -1,0 +1,61 @@
+"""Process-level settings of the proxy, from arguments or `ROUTER_*` environment variables.
+
+Policy-level settings (API keys with their limits, pass-through models) live in router.yaml's
+`server:` section, so they hot-reload with the policy; these are the ones a process needs
+before it can read that file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ServerSettings(BaseSettings):
+    """How one proxy process runs; secrets are SecretStr, so `repr` never shows them."""
+
+    model_config = SettingsConfigDict(env_prefix="ROUTER_", extra="forbid", frozen=True)
+
+    config: Path = Field(default=Path("router.yaml"), description="The policy file (router.yaml).")
+    redis_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("redis_url", "REDIS_URL", "ROUTER_REDIS_URL"),
+        description="Redis for API keys, rate limits and budgets shared by every worker; unset: per process.",
+    )
+    redis_prefix: str = Field(default="router:", min_length=1, description="Prefix of every Redis key.")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Client API keys (comma-separated in ROUTER_API_KEYS), besides those in router.yaml.",
+    )
+    max_body_bytes: int = Field(default=1_000_000, ge=1_024, description="Larger request bodies get a 400.")
+    max_tokens_limit: int = Field(
+        default=131_072, ge=1, description="A max_tokens above this is refused as absurd (400)."
+    )
+    max_messages: int = Field(default=1_000, ge=1, description="More messages than this get a 400.")
+    reload_interval_s: float = Field(
+        default=0.5, ge=0, description="How often to check router.yaml for edits; 0 turns hot reload off."
+    )
+    direct_http: bool = Field(
+        default=True,
+        description="Call OpenAI-compatible litellm tiers (openai/, hosted_vllm/ with api_base) over plain HTTP.",
+    )
+    preload: bool = Field(default=True, description="Load the classifier and local models at start-up.")
+    classifier_batch: int = Field(default=32, ge=1, description="Most prompts embedded in one classifier call.")
+    torch_threads: int | None = Field(
+        default=1, ge=1,
+        description="Intra-op threads for the classifier and local models; 1 keeps torch from fighting the "
+        "event loop (OpenMP spin) on a busy machine; unset: torch's default.",
+    )
+    gc_freeze: bool = Field(
+        default=True, description="Freeze start-up objects out of the garbage collector (tail latency)."
+    )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value

@@ -1,0 +1,216 @@
+"""`router eval`: grading, accounting, resume and the CLI against a real upstream on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from policies import Policy, parse_policy
+from router.backends import Backend, FakeBackend, TokenPrice
+from router.cli import app
+from router.errors import BackendUnavailable, DataError
+from router.evals import detect_answer_type, load_questions, run_eval, summarise
+from router.evals.runner import POLICY_RUN, tier_run
+from router.execution import Executor
+from tests.backends.conftest import openai_stub  # noqa: F401 - the real upstream fixture
+from tests.backends.upstream_stub import OpenAIStub, Reply
+
+POLICY = """
+tiers:
+  - name: fast
+    backend: litellm
+    model: openai/fast-model
+    api_base: {api_base}
+    price: {{input_per_million: 1.0, output_per_million: 2.0}}
+    max_tokens: 32
+    expected_output_tokens: 8
+    strategy: {{type: direct}}
+  - name: deep
+    backend: litellm
+    model: openai/deep-model
+    api_base: {api_base}
+    price: {{input_per_million: 10.0, output_per_million: 20.0}}
+    max_tokens: 32
+    expected_output_tokens: 8
+    strategy: {{type: self_consistency, n: 3, answer_type: number, chain_of_thought: false}}
+rules:
+  - name: easy
+    when: {{difficulty: {{min: 0.0, max: 0.5}}}}
+    tier: fast
+  - name: hard
+    when: {{difficulty: {{min: 0.5, max: 1.0}}}}
+    tier: deep
+  - name: default
+    tier: fast
+"""
+
+QUESTIONS = [
+    {"id": "q1", "question": "What is 2 + 3?", "answer": "5"},
+    {"id": "q2", "question": "What is 10 + 7?", "answer": "#### 17"},
+    {"id": "q3", "question": "What is 9 + 9?", "answer": "18"},
+]
+
+
+def _sum_of(messages: Sequence[Mapping[str, str]]) -> int:
+    a, b = map(int, re.findall(r"\d+", messages[-1]["content"])[:2])
+    return a + b
+
+
+class Tiers:
+    """A BackendProvider over fixed fake backends (our own Protocol; nothing patched)."""
+
+    def __init__(self, tiers: Mapping[str, Backend]) -> None:
+        self.tiers = dict(tiers)
+
+    async def for_tier(self, tier, price):  # type: ignore[no-untyped-def]
+        return self.tiers[tier.name]
+
+    async def for_passthrough(self, model, config):  # type: ignore[no-untyped-def]
+        raise AssertionError("no pass-through in evals")
+
+    def preload(self, policy: Policy) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _fast_wrong_deep_right() -> dict[str, Backend]:
+    """fast always answers 5 (right only for q1); deep answers the sum (always right)."""
+    return {
+        "fast": FakeBackend(["The answer is 5"], model="fake-fast", price=TokenPrice(1.0, 2.0)),
+        "deep": FakeBackend(
+            lambda messages, params, i: f"Answer: {_sum_of(messages)}", model="fake-deep", price=TokenPrice(10.0, 20.0)
+        ),
+    }
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    path = tmp_path / "questions.jsonl"
+    path.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
+    return path
+
+
+def _run(policy: Policy, tiers: Mapping[str, Backend], dataset: Path, output: Path, runs: list[str]):  # type: ignore[no-untyped-def]
+    questions = load_questions(dataset)
+    difficulties = {"q1": 0.1, "q2": 0.9, "q3": 0.2}
+    return asyncio.run(
+        run_eval(policy, Executor(Tiers(tiers)), questions, runs, difficulties, "number", output, concurrency=2)
+    )
+
+
+def test_grades_and_accounts_each_run(dataset: Path, tmp_path: Path) -> None:
+    policy = parse_policy(POLICY.format(api_base="http://127.0.0.1:9"))
+    output = tmp_path / "out.jsonl"
+    rows = _run(policy, _fast_wrong_deep_right(), dataset, output, [POLICY_RUN, tier_run("fast"), tier_run("deep")])
+    by_key = {(r.run, r.id): r for r in rows}
+    assert by_key[(POLICY_RUN, "q1")].tier == "fast" and by_key[(POLICY_RUN, "q1")].correct
+    assert by_key[(POLICY_RUN, "q2")].tier == "deep" and by_key[(POLICY_RUN, "q2")].correct
+    assert by_key[(POLICY_RUN, "q3")].tier == "fast" and not by_key[(POLICY_RUN, "q3")].correct
+    assert by_key[(tier_run("deep"), "q3")].rule == "forced" and by_key[(tier_run("deep"), "q3")].answer == "18"
+    runs, tiers = summarise(rows)
+    totals = {s.name: s for s in runs}
+    assert totals["policy"].correct == 2 and totals["tier:fast"].correct == 1 and totals["tier:deep"].correct == 3
+    # FakeBackend counts one token per word. deep, q2: 3 samples of "Answer: 17" (2 tokens each), one prompt of 5 words.
+    q2 = by_key[(POLICY_RUN, "q2")]
+    assert (q2.input_tokens, q2.output_tokens) == (5, 6)
+    assert q2.cost_usd == pytest.approx((5 * 10.0 + 6 * 20.0) / 1e6)
+    assert totals["policy"].cost_per_correct == pytest.approx(totals["policy"].cost_usd / 2)
+    assert {s.name for s in tiers} == {"policy -> fast", "policy -> deep"}
+    assert len(output.read_text().splitlines()) == 9
+
+
+def test_resume_skips_finished_questions_and_retries_errors(dataset: Path, tmp_path: Path) -> None:
+    policy = parse_policy(POLICY.format(api_base="http://127.0.0.1:9"))
+    output = tmp_path / "out.jsonl"
+    failing = FakeBackend(["x"], failures=[BackendUnavailable("upstream down")] * 10)
+    tiers = {**_fast_wrong_deep_right(), "fast": failing}
+    first = _run(policy, tiers, dataset, output, [tier_run("fast")])
+    assert first == []  # every question failed; the failures are written but not counted
+    assert all(json.loads(line)["error"] for line in output.read_text().splitlines())
+    healthy = _fast_wrong_deep_right()
+    second = _run(policy, healthy, dataset, output, [tier_run("fast")])
+    assert len(second) == 3
+    calls_before = len(healthy["fast"].calls)  # type: ignore[attr-defined]
+    third = _run(policy, healthy, dataset, output, [tier_run("fast")])
+    assert len(third) == 3
+    assert len(healthy["fast"].calls) == calls_before  # type: ignore[attr-defined]
+
+
+def test_a_line_cut_short_is_redone(dataset: Path, tmp_path: Path) -> None:
+    policy = parse_policy(POLICY.format(api_base="http://127.0.0.1:9"))
+    output = tmp_path / "out.jsonl"
+    _run(policy, _fast_wrong_deep_right(), dataset, output, [tier_run("fast")])
+    lines = output.read_text().splitlines()
+    output.write_text("\n".join(lines[:2]) + "\n" + lines[2][:20])
+    rows = _run(policy, _fast_wrong_deep_right(), dataset, output, [tier_run("fast")])
+    assert sorted(r.id for r in rows) == ["q1", "q2", "q3"]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"question": "hi"}', "line 2: answer"),
+        ('{"answer": "3"}', "line 2: question"),
+        ("not json", "line 2: not valid JSON"),
+        ('{"id": "q1", "question": "x", "answer": "1"}', "appears twice"),
+    ],
+)
+def test_bad_dataset_rows_name_the_line(line: str, message: str, tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(QUESTIONS[0]) + "\n" + line + "\n")
+    with pytest.raises(DataError, match=message):
+        load_questions(path)
+
+
+def test_answer_type_detection(tmp_path: Path) -> None:
+    def qs(*answers: str) -> list:  # type: ignore[type-arg]
+        path = tmp_path / "d.jsonl"
+        path.write_text("".join(json.dumps({"question": f"q{i}", "answer": a}) + "\n" for i, a in enumerate(answers)))
+        return load_questions(path)
+
+    assert detect_answer_type(qs("5", "Work... #### 1,234")) == "number"
+    assert detect_answer_type(qs("B", "(c)")) == "choice"
+    assert detect_answer_type(qs("Paris", "5")) == "text"
+
+
+@pytest.fixture
+def stub_policy(openai_stub: OpenAIStub, tmp_path: Path) -> Iterator[Path]:  # noqa: F811
+    path = tmp_path / "router.yaml"
+    path.write_text(POLICY.format(api_base=openai_stub.url))
+    yield path
+
+
+def test_cli_force_tier_against_a_real_upstream(
+    openai_stub: OpenAIStub, stub_policy: Path, dataset: Path, tmp_path: Path  # noqa: F811
+) -> None:
+    openai_stub.reset(*[Reply(texts=("The answer is 5",))] * 3)
+    output = tmp_path / "results.jsonl"
+    result = CliRunner().invoke(
+        app, ["eval", "--dataset", str(dataset), "--config", str(stub_policy), "--force-tier", "fast",
+              "--output", str(output)],
+    )
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [r["correct"] for r in sorted(rows, key=lambda r: r["id"])] == [True, False, False]
+    assert all(r["input_tokens"] == 10 and r["output_tokens"] == 3 for r in rows)
+    assert "tier:fast" in result.stdout and "cost per correct" in result.stdout
+
+
+def test_cli_unknown_tier_is_a_clear_error(stub_policy: Path, dataset: Path) -> None:
+    result = CliRunner().invoke(app, ["eval", "--dataset", str(dataset), "--config", str(stub_policy),
+                                      "--force-tier", "nope"])
+    assert result.exit_code == 2
+    assert "No tier named 'nope'; the tiers are: fast, deep" in result.output
+
+
+def test_help() -> None:
+    result = CliRunner().invoke(app, ["eval", "--help"])
+    assert result.exit_code == 0 and "--force-tier" in result.output
