@@ -1,4 +1,4 @@
-"""Model backends: one async `generate` seam, with LiteLLM, local transformers and fake implementations.
+"""Model backends: one async `generate` seam, with LiteLLM, plain OpenAI-compatible HTTP, local transformers and fake implementations.
 
 Importing this package imports neither litellm nor torch; they load when a backend is built.
 """
@@ -33,6 +33,7 @@ from router.backends.local import (
     load_local_model,
     resolve_model_source,
 )
+from router.backends.openai_http import OpenAIHTTPBackend, OpenAIHTTPSettings, is_openai_compatible
 
 __all__ = [
     "DEFAULT_LOCAL_MODEL",
@@ -53,11 +54,14 @@ __all__ = [
     "LocalPricing",
     "Message",
     "ModelSource",
+    "OpenAIHTTPBackend",
+    "OpenAIHTTPSettings",
     "ReasoningEffort",
     "TokenPrice",
     "Usage",
     "close_shared_clients",
     "embedded_gguf_path",
+    "is_openai_compatible",
     "load_local_model",
     "resolve_model_source",
     "split_evenly",

@@ -14,7 +14,8 @@ from fastapi import FastAPI
 from policies import PolicyStore
 from router.execution import BackendProvider, DefaultBackends
 from router.server.errors import install_error_handlers
-from router.server.ledger import LedgerSink, RecentLedger
+from router.ledger import open_ledger
+from router.server.ledger import LedgerSink
 from router.server.middleware import RequestIdMiddleware
 from router.server.pipeline import ChatPipeline
 from router.server.routes import chat, feedback, health, metrics, models, policy
@@ -37,7 +38,7 @@ def create_app(
         settings,
         store,
         backends if backends is not None else DefaultBackends(direct_http=settings.direct_http),
-        ledger if ledger is not None else RecentLedger(),
+        ledger if ledger is not None else open_ledger(settings.ledger_config()),
         classifier_loader if classifier_loader is not None else load_policy_classifier,
     )
 

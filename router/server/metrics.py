@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -59,6 +60,10 @@ class RouterMetrics:
         )
         self.policy = Gauge("router_policy_info", "The live policy version (value 1).", ["version"], registry=registry)
         self.ready = Gauge("router_ready", "1 once models are loaded and requests are served.", registry=registry)
+        self.ledger = Gauge(
+            "router_ledger", "Ledger counters: recorded, queued, dropped (buffer overflow), outages...", ["stat"],
+            registry=registry,
+        )
         self._policy_version: str | None = None
         # Filled by a gc callback, which must not take the metric locks; drained at each scrape.
         self.gc_samples: deque[tuple[int, float]] = deque(maxlen=100_000)
@@ -74,6 +79,11 @@ class RouterMetrics:
     def count_error(self, code: str) -> None:
         """One error response."""
         self.errors.labels(code).inc()
+
+    def set_ledger_stats(self, stats: Mapping[str, int]) -> None:
+        """Publish the ledger's own counters (a write lost to a full buffer shows here as `dropped`)."""
+        for name, value in stats.items():
+            self.ledger.labels(name).set(value)
 
     def exposition(self) -> bytes:
         """The text format, all workers' metrics when in multiprocess mode."""

@@ -20,11 +20,11 @@ from typing import TypeVar
 
 from starlette.requests import Request
 
-from policies.policy import Decision, Policy, estimate_tokens
+from policies.policy import Decision, Policy
 from router.auth import Principal
 from router.errors import LimitExceeded, ModelNotFound
 from router.execution import PASSTHROUGH, ExecutionResult, LiveStream, passthrough_allowed
-from router.ledger.entry import FORCED_RULE, LedgerEntry
+from router.ledger.entry import LedgerEntry
 from router.ratelimit import Rate
 from router.server.errors import describe
 from router.server.requests import ChatRequest
@@ -148,7 +148,7 @@ class ChatPipeline:
             runtime.metrics.difficulty.observe(difficulty)
             plan.decision = policy.decide(chat.conversation, difficulty, metadata, model)
         elif forced:
-            plan.decision = forced_decision(policy, model, chat.conversation)
+            plan.decision = policy.forced(model, chat.conversation)
         if plan.decision is not None:
             verdict = policy.apply_budget(plan.decision, spent)
             if not verdict.allowed:
@@ -245,21 +245,3 @@ class ChatPipeline:
             if result.confidence is not None:
                 extra["confidence"] = result.confidence
         return extra
-
-
-def forced_decision(policy: Policy, tier: str, conversation: str) -> Decision:
-    """The decision for a client that named a tier: that tier, its strategy, fallbacks and escalation."""
-    tokens = estimate_tokens(conversation)
-    config = policy.config
-    return Decision(
-        tier=tier,
-        strategy=policy.tier(tier).strategy,
-        rule=FORCED_RULE,
-        expected_cost_usd=policy.expected_cost(tier, tokens),
-        reasons=(f"the client asked for tier '{tier}'",),
-        policy_version=policy.version,
-        difficulty=float("nan"),
-        prompt_tokens=tokens,
-        fallbacks=tuple(config.fallbacks.get(tier, ())),
-        escalation=tuple(step for step in config.escalation if step.from_tier == tier),
-    )

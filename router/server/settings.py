@@ -13,6 +13,8 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from router.ledger import LedgerConfig
+
 
 class ServerSettings(BaseSettings):
     """How one proxy process runs; secrets are SecretStr, so `repr` never shows them."""
@@ -52,6 +54,18 @@ class ServerSettings(BaseSettings):
     gc_freeze: bool = Field(
         default=True, description="Freeze start-up objects out of the garbage collector (tail latency)."
     )
+    ledger_store_prompts: bool = Field(
+        default=False,
+        description="Keep each request's last user message in the ledger (needed by `router ledger export`).",
+    )
+
+    def ledger_config(self) -> LedgerConfig:
+        """The ledger this process writes to: Redis when redis_url is set, else in memory only."""
+        return LedgerConfig(
+            redis_url=self.redis_url.get_secret_value() if self.redis_url else None,
+            key_prefix=self.redis_prefix,
+            store_prompts=self.ledger_store_prompts,
+        )
 
     @field_validator("api_keys", mode="before")
     @classmethod

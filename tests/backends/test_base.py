@@ -74,6 +74,6 @@ def test_messages_are_checked(messages: object, message: str) -> None:
 
 def test_all_is_exactly_the_public_surface() -> None:
     public = {name for name in vars(router.backends) if not name.startswith("_")}
-    modules = {"base", "fake", "litellm_backend", "local", "local_model"}
+    modules = {"base", "fake", "litellm_backend", "local", "local_model", "openai_http"}
     assert set(router.backends.__all__) == public - modules
     assert router.backends.__all__ == sorted(router.backends.__all__, key=lambda n: (not n.isupper(), n))

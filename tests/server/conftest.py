@@ -13,7 +13,8 @@ import pytest
 import redis
 
 from router.backends import Backend
-from router.server import RecentLedger, ServerSettings, create_app
+from router.ledger import LedgerConfig, LedgerEntry, MemoryLedger
+from router.server import ServerSettings, create_app
 from router.server.runtime import Runtime
 from tests.server.support import FakeBackends, KeywordScorer, ServerThread, fake_tiers, write_policy
 from tests.server.upstream import Upstream
@@ -27,7 +28,7 @@ class Proxy:
 
     url: str
     runtime: Runtime
-    ledger: RecentLedger
+    ledger: MemoryLedger
     scorer: KeywordScorer
     tiers: dict[str, Backend]
     policy_path: Path
@@ -35,6 +36,14 @@ class Proxy:
     @property
     def api(self) -> str:
         return f"{self.url}/v1"
+
+    def entries(self) -> dict[str, LedgerEntry]:
+        """The ledger's records by request id."""
+        return {stored.entry.request_id: stored.entry for stored in self.ledger.records()}
+
+    def score(self, request_id: str) -> float | None:
+        """The verdict recorded for a request, if any."""
+        return next((s.score for s in self.ledger.records() if s.entry.request_id == request_id), None)
 
 
 @pytest.fixture
@@ -59,7 +68,7 @@ def proxy_starter(directory: Path, stack: contextlib.ExitStack) -> StartProxy:
         path = policy or write_policy(directory / name, upstream=upstream_url, extra=extra_yaml)
         options: dict[str, Any] = {"config": path, "reload_interval_s": 0, "gc_freeze": False, **settings}
         backends = None if real_backends else FakeBackends(tiers if tiers is not None else fake_tiers())
-        scorer, ledger = KeywordScorer(), RecentLedger()
+        scorer, ledger = KeywordScorer(), MemoryLedger(LedgerConfig(store_prompts=True))
         app = create_app(
             ServerSettings(**options), backends=backends, ledger=ledger, classifier_loader=lambda path, model: scorer
         )

@@ -43,7 +43,7 @@ def test_disconnect_mid_stream_closes_the_upstream_stream(start_proxy: StartProx
     # The client is gone: the proxy must drop its upstream stream long before its 100 chunks end.
     assert app.disconnected.wait(timeout=3)
     assert app.drip_chunks_sent < 60
-    assert wait_for(lambda: any(e.status == "client_disconnected" for e in proxy.ledger.entries.values()))
+    assert wait_for(lambda: any(e.status == "client_disconnected" for e in proxy.entries().values()))
 
 
 def test_disconnect_while_waiting_cancels_the_backend_call(start_proxy: StartProxy) -> None:
@@ -56,7 +56,7 @@ def test_disconnect_while_waiting_cancels_the_backend_call(start_proxy: StartPro
             http.post(f"{proxy.api}/chat/completions", json={"model": "fast", "messages": HI, "stream": stream})
         assert slow.started.is_set()
         assert slow.cancelled.wait(timeout=3), f"backend work not cancelled (stream={stream})"
-    assert wait_for(lambda: sum(e.status == "client_disconnected" for e in proxy.ledger.entries.values()) == 2)
+    assert wait_for(lambda: sum(e.status == "client_disconnected" for e in proxy.entries().values()) == 2)
 
 
 def test_failing_tier_falls_back_to_the_policy_fallback(start_proxy: StartProxy) -> None:
@@ -66,7 +66,7 @@ def test_failing_tier_falls_back_to_the_policy_fallback(start_proxy: StartProxy)
         raw = api.chat.completions.with_raw_response.create(model="deep", messages=HI)
     assert raw.headers["x-router-tier"] == "fast"
     assert raw.parse().choices[0].message.content == "fast answer is 7"
-    entry = next(iter(proxy.ledger.entries.values()))
+    entry = next(iter(proxy.entries().values()))
     assert entry.extra["failed_tiers"] == ["deep"] and entry.extra["decided_tier"] == "deep"
     metrics = httpx.get(f"{proxy.url}/metrics").text
     assert 'router_routing_events_total{kind="fallback",source="deep",target="fast"} 1.0' in metrics

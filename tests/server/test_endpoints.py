@@ -36,6 +36,9 @@ def test_metrics_count_requests_tokens_cost_and_errors(start_proxy: StartProxy) 
     assert "router_classifier_latency_seconds_count 2.0" in text
     assert "router_request_latency_seconds_bucket" in text
     assert f'router_policy_info{{version="{proxy.runtime.store.policy.version}"}} 1.0' in text
+    ledger_lines = [line for line in text.splitlines() if line.startswith('router_ledger{')]
+    assert 'router_ledger{stat="recorded"} 2.0' in ledger_lines, ledger_lines  # the 400 has no tier to record
+    assert 'router_ledger{stat="dropped"} 0.0' in ledger_lines
     names = [line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")]
     assert all(name.startswith("router_") for name in names)
 
@@ -48,14 +51,14 @@ def test_feedback_grades_a_request_once_known(start_proxy: StartProxy) -> None:
         ok = http.post("/feedback", json={"request_id": request_id, "correct": True})
         assert ok.status_code == 200 and ok.json()["score"] == 1.0
         assert http.post("/feedback", json={"request_id": request_id, "score": 0.25}).json()["score"] == 0.25
-        assert proxy.ledger.scores[request_id] == 0.25
+        assert proxy.score(request_id) == 0.25
         unknown = http.post("/feedback", json={"request_id": "nope", "correct": False})
         assert unknown.status_code == 404 and "nope" in unknown.json()["error"]["message"]
         both = http.post("/feedback", json={"request_id": request_id, "correct": True, "score": 1})
         assert both.status_code == 400 and "exactly one" in both.json()["error"]["message"]
         bad_score = http.post("/feedback", json={"request_id": request_id, "score": 2})
         assert bad_score.status_code == 400 and bad_score.json()["error"]["param"] == "score"
-    entry = proxy.ledger.entries[request_id]
+    entry = proxy.entries()[request_id]
     assert (entry.tier, entry.rule, entry.status, entry.models) == ("fast", "forced", "ok", ("fake-fast",))
 
 

@@ -64,7 +64,7 @@ def test_streamed_request_arrives_in_chunks_then_done(start_proxy: StartProxy) -
     assert text == "fast answer is 7"
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
-    assert proxy.ledger.entries and next(iter(proxy.ledger.entries.values())).rule == "forced"
+    assert proxy.entries() and next(iter(proxy.entries().values())).rule == "forced"
 
 
 def test_streamed_multi_sample_votes_first_then_streams_the_winner(start_proxy: StartProxy) -> None:
@@ -120,3 +120,28 @@ def test_passthrough_streams_straight_from_an_openai_compatible_upstream(
         chunks = list(stream)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).strip() == "reply: ping pong"
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
+
+
+def test_escalation_adds_samples_then_moves_tier_and_usage_counts_it_all(start_proxy: StartProxy) -> None:
+    extra = """
+    escalation:
+      - {from_tier: deep, when: {agreement_below: 0.9}, then: {more_samples: 2}}
+      - {from_tier: deep, when: {agreement_below: 0.9}, then: {to_tier: fast}}
+    """
+    proxy = start_proxy(extra_yaml=extra)
+    with client(proxy.api) as api:
+        raw = api.chat.completions.with_raw_response.create(
+            model="router", messages=[{"role": "user", "content": "a hard one"}]
+        )
+    completion = raw.parse()
+    # deep votes 42, 42, 41 (0.67 < 0.9); two more samples give 4 of 5 (0.8 < 0.9); then fast answers.
+    assert raw.headers["x-router-tier"] == "fast"
+    assert completion.choices[0].message.content == "fast answer is 7"
+    spent = [c for tier in ("deep", "fast") for call in proxy.tiers[tier].calls for c in call.completions]  # type: ignore[attr-defined]
+    assert len(spent) == 3 + 2 + 1
+    assert completion.usage is not None
+    assert completion.usage.completion_tokens == sum(c.usage.output_tokens for c in spent)
+    assert completion.usage.prompt_tokens == sum(c.usage.input_tokens for c in spent)
+    entry = next(iter(proxy.entries().values()))
+    assert entry.extra["stages"] == ["deep", "deep+2", "fast"]
+    assert entry.models == ("fake-deep", "fake-fast")

@@ -43,3 +43,15 @@ def test_server_section_errors_name_the_key(tmp_path: Path, extra: str, message:
         load_policy(write_policy(tmp_path / "router.yaml", extra=extra))
     assert message in str(caught.value)
     assert "line" in str(caught.value)
+
+
+def test_settings_mask_secrets_and_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from router.server import ServerSettings
+
+    monkeypatch.setenv("REDIS_URL", "redis://:hunter2@127.0.0.1:6379/0")
+    monkeypatch.setenv("ROUTER_API_KEYS", "sk-one, sk-two")
+    settings = ServerSettings()
+    assert settings.redis_url is not None and settings.redis_url.get_secret_value().endswith("/0")
+    assert [key.get_secret_value() for key in settings.api_keys] == ["sk-one", "sk-two"]
+    shown = repr(settings)
+    assert "hunter2" not in shown and "sk-one" not in shown
