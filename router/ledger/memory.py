@@ -51,9 +51,9 @@ class MemoryLedger:
     async def start(self) -> None:
         """Say plainly in the log that nothing will persist."""
         logger.warning(
-            "ledger: no Redis configured (ledger.redis_url), so the embedded in-process ledger is used: "
+            "ledger: no Redis configured (REDIS_URL), so the embedded in-process ledger is used: "
             "nothing will persist across restarts, each worker keeps its own, and `router report` cannot "
-            "read it. Set ledger.redis_url to keep records."
+            "read it. Set REDIS_URL (the proxy) or --redis-url (the CLI) to keep records."
         )
 
     async def record(self, entry: LedgerEntry) -> None:
