@@ -12,6 +12,7 @@ from classifiers.estimator import DifficultyClassifier
 from classifiers.selection import CrossValidation, metrics_from_proba
 from classifiers.targets import TrainingSet
 from router.errors import DataError
+from router.jsonl import json_objects
 
 
 @dataclass(frozen=True)
@@ -59,27 +60,14 @@ def write_out_of_fold_scores(path: Path, ids: Sequence[str], proba: np.ndarray) 
 
 def read_score_input(path: Path) -> list[tuple[object, str]]:
     """Rows of a JSONL file with `id` and `prompt`, in order; a bad row is an error naming file and line."""
-    import json
-
-    if not path.is_file():
-        raise DataError(f"Input file {path} does not exist.")
     rows: list[tuple[object, str]] = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path} line {number}: not valid JSON ({error.msg}).") from error
-            if not isinstance(row, dict):
-                raise DataError(f"{path} line {number}: expected a JSON object with 'id' and 'prompt'.")
-            if "id" not in row:
-                raise DataError(f"{path} line {number}: id: missing. Every row needs an 'id' to match its score.")
-            prompt = row.get("prompt")
-            if not isinstance(prompt, str) or not prompt.strip():
-                raise DataError(f"{path} line {number}: prompt: must be a non-empty string.")
-            rows.append((row["id"], prompt))
+    for number, row in json_objects(path, "'id' and 'prompt'"):
+        if "id" not in row:
+            raise DataError(f"{path} line {number}: id: missing. Every row needs an 'id' to match its score.")
+        prompt = row.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise DataError(f"{path} line {number}: prompt: must be a non-empty string.")
+        rows.append((row["id"], prompt))
     if not rows:
         raise DataError(f"{path} has no rows to score.")
     return rows

@@ -199,7 +199,14 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000, help="requests at concurrency 32 (a quarter at 1)")
     parser.add_argument("--seconds", type=float, default=15.0, help="time cap per run")
     parser.add_argument("--client", choices=CLIENTS, default="raw", help="load generator client (see loadgen.py)")
+    parser.add_argument(
+        "--ledger-redis", metavar="URL",
+        help="also measure our pass-through with the Redis ledger on (REDIS_URL=URL); the other runs use the "
+        "embedded in-memory ledger",
+    )
     args = parser.parse_args()
+    for name in ("REDIS_URL", "ROUTER_REDIS_URL"):  # the plain runs use the in-memory ledger, whatever the shell says
+        os.environ.pop(name, None)
     work = Path(tempfile.mkdtemp(prefix="proxy-bench-"))
     stub_port, ours_port, litellm_port = free_port(), free_port(), free_port()
     stub = f"http://127.0.0.1:{stub_port}/v1"
@@ -220,6 +227,19 @@ def main() -> None:
                 "router routing", f"{ours}/v1/chat/completions", "router", args, f"{ours}/metrics"
             )
             collections = gc_summary(httpx.get(f"{ours}/metrics").text)
+        if args.ledger_redis:
+            prefix = f"bench-{os.getpid()}:"
+            with started([sys.executable, "-m", "router", "serve", "--config", str(work / "router.yaml"),
+                          "--port", str(ours_port), "--log-level", "warning"], f"{ours}/healthz",
+                         work / "router-redis.log",
+                         {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "REDIS_URL": args.ledger_redis,
+                          "ROUTER_REDIS_PREFIX": prefix}):
+                table["router pass-through, Redis ledger"], _ = measure(
+                    "pass-through+Redis", f"{ours}/v1/chat/completions", "cheap", args
+                )
+                recorded = [line for line in httpx.get(f"{ours}/metrics").text.splitlines()
+                            if line.startswith('router_ledger{stat="recorded"}')]
+                print(f"  Redis ledger: {recorded[0] if recorded else 'no ledger metric'} (prefix {prefix})", flush=True)
         if args.litellm:
             litellm_url = f"http://127.0.0.1:{litellm_port}"
             env = {"LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true", "LITELLM_LOCAL_MODEL_COST_MAP": "True",
@@ -248,6 +268,10 @@ def main() -> None:
             f"{result[32].p99_ms:.1f} | {result[32].rps:.0f} | {added:+.2f} | {result[32].p99_ms / result[32].p50_ms:.2f} |"
         )
     print("\nratios (same machine, same run):")
+    if "router pass-through, Redis ledger" in table:
+        off, on = table["router pass-through"], table["router pass-through, Redis ledger"]
+        print(f"  Redis ledger on vs in-memory: {on[32].rps / off[32].rps:.2f}x the req/s at c=32; "
+              f"{on[1].p50_ms - off[1].p50_ms:+.2f} ms p50 at c=1")
     for name in ("router pass-through", "router routing"):
         ours_result = table[name]
         print(f"  {name}: {ours_result[32].rps / direct[32].rps:.2f}x the direct req/s; "

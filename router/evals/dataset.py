@@ -7,12 +7,12 @@ type (how predictions are extracted and compared) is detected from the reference
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from router.errors import DataError
+from router.jsonl import json_objects
 from router.strategies import AnswerType, reference_answer
 
 _LETTER = re.compile(r"^\(?[A-Ja-j]\)?\.?$")
@@ -29,35 +29,24 @@ class EvalQuestion:
 
 def load_questions(path: Path, limit: int | None = None) -> list[EvalQuestion]:
     """Read the dataset; a malformed row is an error naming the file and line."""
-    if not path.is_file():
-        raise DataError(f"Dataset {path} does not exist.")
     questions: list[EvalQuestion] = []
     seen: set[str] = set()
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(f"{path} line {number}: not valid JSON ({error.msg}).") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path} line {number}: expected a JSON object with 'question' and 'answer'.")
-            text = row.get("question", row.get("prompt"))
-            if not isinstance(text, str) or not text.strip():
-                raise DataError(f"{path} line {number}: question: must be a non-empty string ('question' or 'prompt').")
-            answer = row.get("answer")
-            if isinstance(answer, int | float) and not isinstance(answer, bool):
-                answer = str(answer)
-            if not isinstance(answer, str) or not answer.strip():
-                raise DataError(f"{path} line {number}: answer: must be a non-empty string or a number.")
-            row_id = str(row["id"]) if row.get("id") is not None else hashlib.sha1(text.encode()).hexdigest()[:16]
-            if row_id in seen:
-                raise DataError(f"{path} line {number}: id: {row_id!r} appears twice; ids must be unique.")
-            seen.add(row_id)
-            questions.append(EvalQuestion(row_id, text, answer))
-            if limit is not None and len(questions) >= limit:
-                break
+    for number, row in json_objects(path, "'question' and 'answer'"):
+        text = row.get("question", row.get("prompt"))
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{path} line {number}: question: must be a non-empty string ('question' or 'prompt').")
+        answer = row.get("answer")
+        if isinstance(answer, int | float) and not isinstance(answer, bool):
+            answer = str(answer)
+        if not isinstance(answer, str) or not answer.strip():
+            raise DataError(f"{path} line {number}: answer: must be a non-empty string or a number.")
+        row_id = str(row["id"]) if row.get("id") is not None else hashlib.sha1(text.encode()).hexdigest()[:16]
+        if row_id in seen:
+            raise DataError(f"{path} line {number}: id: {row_id!r} appears twice; ids must be unique.")
+        seen.add(row_id)
+        questions.append(EvalQuestion(row_id, text, answer))
+        if limit is not None and len(questions) >= limit:
+            break
     if not questions:
         raise DataError(f"{path} has no questions.")
     return questions

@@ -33,6 +33,7 @@ from router.strategies import (
     BestOfN,
     BestOfNConfig,
     CallRecord,
+    CallTotals,
     ChainOfThought,
     Direct,
     Extendable,
@@ -91,7 +92,7 @@ class RequestOptions:
 
 
 @dataclass(frozen=True, slots=True)
-class ExecutionResult:
+class ExecutionResult(CallTotals):
     """The final answer and everything spent on it."""
 
     text: str
@@ -102,21 +103,6 @@ class ExecutionResult:
     confidence: float | None = None
     stages: tuple[str, ...] = ()
     failed: tuple[str, ...] = ()  # tiers that raised before the answering one
-
-    @property
-    def input_tokens(self) -> int:
-        """Prompt tokens over all calls."""
-        return sum(call.input_tokens for call in self.calls)
-
-    @property
-    def output_tokens(self) -> int:
-        """Generated tokens over all calls."""
-        return sum(call.output_tokens for call in self.calls)
-
-    @property
-    def cost_usd(self) -> float:
-        """USD over all calls."""
-        return sum(call.cost_usd for call in self.calls)
 
     @property
     def models(self) -> tuple[str, ...]:

@@ -2,6 +2,7 @@
 
 from router.strategies.base import (
     CallRecord,
+    CallTotals,
     Extendable,
     Sample,
     Strategy,
@@ -38,6 +39,7 @@ __all__ = [
     "BestOfN",
     "BestOfNConfig",
     "CallRecord",
+    "CallTotals",
     "ChainOfThought",
     "ChainOfThoughtConfig",
     "Direct",

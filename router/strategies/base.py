@@ -50,20 +50,11 @@ class CallRecord:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class StrategyResult:
-    """The final answer of a strategy and every sub-call that produced it."""
+class CallTotals:
+    """Token and cost totals over a result's `calls`, shared by strategy and execution results."""
 
-    strategy: str
-    text: str
-    answer: str | None
-    confidence: float | None
-    samples_used: int
-    samples: tuple[Sample, ...]
+    __slots__ = ()
     calls: tuple[CallRecord, ...]
-    latency_s: float
-    stop_reason: str = "done"
-    stages: tuple[str, ...] = ()
 
     @property
     def input_tokens(self) -> int:
@@ -84,6 +75,22 @@ class StrategyResult:
     def cost_usd(self) -> float:
         """USD over all calls."""
         return sum(call.cost_usd for call in self.calls)
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyResult(CallTotals):
+    """The final answer of a strategy and every sub-call that produced it."""
+
+    strategy: str
+    text: str
+    answer: str | None
+    confidence: float | None
+    samples_used: int
+    samples: tuple[Sample, ...]
+    calls: tuple[CallRecord, ...]
+    latency_s: float
+    stop_reason: str = "done"
+    stages: tuple[str, ...] = ()
 
 
 @runtime_checkable
