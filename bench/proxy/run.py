@@ -240,6 +240,13 @@ def main() -> None:
                 recorded = [line for line in httpx.get(f"{ours}/metrics").text.splitlines()
                             if line.startswith('router_ledger{stat="recorded"}')]
                 print(f"  Redis ledger: {recorded[0] if recorded else 'no ledger metric'} (prefix {prefix})", flush=True)
+            import redis
+
+            client = redis.Redis.from_url(args.ledger_redis)
+            doomed = list(client.scan_iter(match=f"{prefix}*", count=1000))
+            for first in range(0, len(doomed), 500):  # leave the shared Redis as we found it
+                client.delete(*doomed[first : first + 500])
+            client.close()
         if args.litellm:
             litellm_url = f"http://127.0.0.1:{litellm_port}"
             env = {"LITELLM_DANGEROUSLY_PERMIT_WEAK_OR_UNSET_MASTER_KEY": "true", "LITELLM_LOCAL_MODEL_COST_MAP": "True",
