@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +85,7 @@ class _Job:
     params: GenerationParams
     result: asyncio.Future[list[Completion]]
     cancelled: threading.Event = field(default_factory=threading.Event)
+    on_text: Callable[[str], None] | None = None  # streaming: called from the worker thread per decoded piece
 
 
 class LocalBackend:
@@ -169,6 +170,49 @@ class LocalBackend:
             for c in completions
         ]
 
+    async def stream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[str | Completion]:
+        """Yield text pieces as the model decodes them, then the Completion with usage and cost (n = 1 only)."""
+        validate_messages(messages)
+        if params.n != 1:
+            raise ConfigError("local.stream: only n = 1 can be streamed.")
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str] = asyncio.Queue()
+        # Stop strings are cut from the final text only, so a streamed piece could leak one: send it whole then.
+        on_text = None if params.stop else (lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text))
+        job = _Job(messages, params, loop.create_future(), on_text=on_text)
+        try:
+            self._ensure_worker().put_nowait(job)
+        except asyncio.QueueFull:
+            raise BackendUnavailable(
+                f"{self.model.name} has {self.max_queue} requests waiting; retry later or raise max_queue."
+            ) from None
+        started = time.perf_counter()
+        streamed = False
+        try:
+            async with asyncio.timeout(params.timeout_s):
+                while not (job.result.done() and pieces.empty()):
+                    getter = asyncio.ensure_future(pieces.get())
+                    await asyncio.wait({getter, job.result}, return_when=asyncio.FIRST_COMPLETED)
+                    if getter.done():
+                        streamed = True
+                        yield getter.result()
+                    else:
+                        getter.cancel()
+                (completion,) = await job.result
+        except TimeoutError:
+            raise BackendTimeout(
+                f"{self.model.name} did not finish within {params.timeout_s:g} s (queue wait included); "
+                "raise the tier's timeout or lower max_tokens."
+            ) from None
+        finally:
+            job.cancelled.set()  # a client that went away stops the generation at its next token
+        if not streamed and completion.text:
+            yield completion.text
+        yield Completion(
+            completion.text, completion.finish_reason, completion.usage, completion.cost_usd,
+            time.perf_counter() - started, completion.mean_logprob, completion.model,
+        )
+
     async def aclose(self) -> None:
         """Stop the worker; queued requests are abandoned."""
         if self._worker is not None and not self._worker.done():
@@ -218,6 +262,8 @@ class LocalBackend:
             options.update(temperature=params.temperature, top_p=params.top_p, top_k=None)
         if params.stop:
             options.update(stop_strings=list(params.stop), tokenizer=tokenizer)
+        if job.on_text is not None:
+            options["streamer"] = _piece_streamer(tokenizer, job.on_text)
         busy_started = time.perf_counter()
         try:
             with self.model.lock, torch.inference_mode():
@@ -257,6 +303,18 @@ class LocalBackend:
                 )
             )
         return completions
+
+
+def _piece_streamer(tokenizer: Any, on_text: Callable[[str], None]) -> Any:
+    """A transformers TextStreamer that hands each finished piece of text to `on_text` (word-safe decoding)."""
+    from transformers import TextStreamer
+
+    class PieceStreamer(TextStreamer):  # type: ignore[misc]
+        def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+            if text:
+                on_text(text)
+
+    return PieceStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
 
 
 def _eos_ids(tokenizer: Any, model: Any) -> set[int]:

@@ -13,6 +13,7 @@ import pytest
 from router.backends import (
     DEFAULT_LOCAL_MODEL,
     Backend,
+    Completion,
     GenerationParams,
     LocalBackend,
     LocalModel,
@@ -221,3 +222,29 @@ def test_pricing() -> None:
 def test_queue_size_is_validated(smollm2: LocalModel) -> None:
     with pytest.raises(ConfigError, match="max_queue"):
         LocalBackend(smollm2, max_queue=0)
+
+
+def test_stream_yields_pieces_then_the_completion(smollm2: LocalModel) -> None:
+    backend = LocalBackend(smollm2)
+
+    async def collect() -> list[object]:
+        try:
+            params = GenerationParams(max_tokens=16, temperature=0.0)
+            return [piece async for piece in backend.stream([{"role": "user", "content": "Name three colours."}], params)]
+        finally:
+            await backend.aclose()
+
+    pieces = asyncio.run(collect())
+    *texts, final = pieces
+    assert isinstance(final, Completion)
+    assert len(texts) >= 2 and all(isinstance(t, str) for t in texts)  # token by token, not one block
+    assert "".join(texts).strip() == final.text.strip()
+    assert final.usage.output_tokens > 0 and final.usage.input_tokens > 0
+
+
+def test_stream_refuses_several_samples(smollm2: LocalModel) -> None:
+    async def first() -> object:
+        return await anext(aiter(LocalBackend(smollm2).stream([{"role": "user", "content": "x"}], GenerationParams(n=2))))
+
+    with pytest.raises(ConfigError, match="only n = 1"):
+        asyncio.run(first())
