@@ -60,6 +60,10 @@ class ArtifactError(ClassifierError):
 class BackendError(RouterError):
     """A model backend failed to produce a completion."""
 
+    # Calls already made and paid for before the failure (strategies' CallRecords), so that the
+    # executor can still account them when a fallback answers or the request fails.
+    spent_calls: tuple[object, ...] = ()
+
 
 class BackendTimeout(BackendError):
     """A model backend did not answer within its timeout."""

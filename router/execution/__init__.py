@@ -10,6 +10,7 @@ from router.execution.executor import (
     StreamingBackend,
     build_strategy,
     generation_params,
+    spent_calls,
 )
 from router.execution.providers import DefaultBackends, backend_price, passthrough_allowed
 
@@ -26,4 +27,5 @@ __all__ = [
     "build_strategy",
     "generation_params",
     "passthrough_allowed",
+    "spent_calls",
 ]

@@ -193,6 +193,11 @@ def _chosen_finish(result: StrategyResult) -> str:
     return "stop"
 
 
+def spent_calls(error: BaseException) -> tuple[CallRecord, ...]:
+    """The calls a failed attempt had already paid for."""
+    return tuple(call for call in getattr(error, "spent_calls", ()) if isinstance(call, CallRecord))
+
+
 class Executor:
     """Runs decisions and pass-through requests against the backends of a BackendProvider."""
 
@@ -293,21 +298,25 @@ class Executor:
     ) -> T:
         plan = [(tier, strategy), *((name, policy.tier(name).strategy) for name in fallbacks)]
         errors: list[str] = [f"{PASSTHROUGH}: {earlier}"] if earlier is not None else []
+        paid: list[CallRecord] = list(spent_calls(earlier)) if earlier is not None else []
         for index, (name, config) in enumerate(plan):
             try:
                 result = await attempt(name, config)
             except BackendError as error:
                 errors.append(f"tier '{name}': {error}")
+                paid.extend(spent_calls(error))
                 failed = (*failed, name)
                 if index + 1 == len(plan):
                     summary = "; then ".join(errors)
-                    raise type(error)(
-                        f"every tier tried failed ({summary})" if len(errors) > 1 else str(error)
-                    ) from error
+                    final = type(error)(f"every tier tried failed ({summary})" if len(errors) > 1 else str(error))
+                    final.spent_calls = tuple(paid)
+                    raise final from error
                 self._on_event("fallback", name, plan[index + 1][0])
                 logger.warning("tier '%s' failed (%s); falling back to '%s'", name, error, plan[index + 1][0])
                 continue
-            if isinstance(result, ExecutionResult | LiveStream) and failed:
+            if isinstance(result, ExecutionResult) and (failed or paid):
+                result = dataclasses.replace(result, failed=failed, calls=(*paid, *result.calls))
+            elif isinstance(result, LiveStream) and failed:
                 result = dataclasses.replace(result, failed=failed)
             return result
         raise AssertionError("unreachable: the plan is never empty")  # pragma: no cover
@@ -322,7 +331,7 @@ class Executor:
         strategy = build_strategy(strategy_config)
         params = generation_params(config, options, max_tokens=config.max_tokens, timeout_s=config.timeout_s)
         result = await strategy.run(backend, messages, params)
-        spent: list[CallRecord] = []  # calls of results that escalation superseded
+        spent: list[CallRecord] = []  # calls of a failed escalation: paid for, so accounted
         stages = [tier]
         for step in (s for s in policy.config.escalation if s.from_tier == tier):
             if result.confidence is None or result.confidence >= step.when.agreement_below:
@@ -342,6 +351,7 @@ class Executor:
                         "escalation from '%s' to '%s' failed (%s); keeping the answer of '%s'",
                         tier, step.then.to_tier, error, tier,
                     )
+                    spent.extend(spent_calls(error))
                     break
                 return dataclasses.replace(
                     higher, calls=(*spent, *result.calls, *higher.calls), stages=(*stages, *higher.stages)

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from policies.policy import Decision, Policy
 from router.auth import Principal
 from router.errors import LimitExceeded, ModelNotFound
-from router.execution import PASSTHROUGH, ExecutionResult, LiveStream, passthrough_allowed
+from router.execution import PASSTHROUGH, ExecutionResult, LiveStream, passthrough_allowed, spent_calls
 from router.ledger.entry import LedgerEntry
 from router.ratelimit import Rate
 from router.server.errors import describe
@@ -224,7 +224,9 @@ class ChatPipeline:
         if plan is None:
             self.runtime.metrics.requests.labels(tier_hint, str(info.status)).inc()
             return
-        await self.finish(plan, None, info.code or "error", info.status)
+        paid = spent_calls(error)  # calls made before the failure still cost money: account them
+        partial = ExecutionResult("", "error", plan.tier, plan.strategy, paid) if paid else None
+        await self.finish(plan, partial, info.code or "error", info.status)
 
     @staticmethod
     def _rule(plan: Plan) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from router.backends.base import Backend, Completion, GenerationParams, Message
-from router.errors import BackendBadResponse
+from router.errors import BackendBadResponse, BackendError
 from router.strategies.extraction import AnswerType, extract_answer
 
 
@@ -143,7 +143,11 @@ class Recorder:
 
     async def draw(self, backend: Backend, messages: Sequence[Message], params: GenerationParams) -> list[Sample]:
         """One backend call; records its cost and returns its samples with extracted answers."""
-        completions = await backend.generate(messages, params)
+        try:
+            completions = await backend.generate(messages, params)
+        except BackendError as error:
+            error.spent_calls = (*self.calls, *error.spent_calls)  # earlier rounds were paid for
+            raise
         if not completions:
             raise BackendBadResponse("the backend returned no completions; the upstream answer is unusable.")
         self.calls.append(CallRecord.from_completions(completions, params.n, self.stage))
