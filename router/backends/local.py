@@ -177,9 +177,12 @@ class LocalBackend:
             raise ConfigError("local.stream: only n = 1 can be streamed.")
         loop = asyncio.get_running_loop()
         pieces: asyncio.Queue[str] = asyncio.Queue()
+
+        def on_text(text: str) -> None:
+            loop.call_soon_threadsafe(pieces.put_nowait, text)
+
         # Stop strings are cut from the final text only, so a streamed piece could leak one: send it whole then.
-        on_text = None if params.stop else (lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text))
-        job = _Job(messages, params, loop.create_future(), on_text=on_text)
+        job = _Job(messages, params, loop.create_future(), on_text=None if params.stop else on_text)
         try:
             self._ensure_worker().put_nowait(job)
         except asyncio.QueueFull:
@@ -192,7 +195,8 @@ class LocalBackend:
             async with asyncio.timeout(params.timeout_s):
                 while not (job.result.done() and pieces.empty()):
                     getter = asyncio.ensure_future(pieces.get())
-                    await asyncio.wait({getter, job.result}, return_when=asyncio.FIRST_COMPLETED)
+                    waiting: set[asyncio.Future[Any]] = {getter, job.result}
+                    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                     if getter.done():
                         streamed = True
                         yield getter.result()
@@ -309,7 +313,7 @@ def _piece_streamer(tokenizer: Any, on_text: Callable[[str], None]) -> Any:
     """A transformers TextStreamer that hands each finished piece of text to `on_text` (word-safe decoding)."""
     from transformers import TextStreamer
 
-    class PieceStreamer(TextStreamer):  # type: ignore[misc]
+    class PieceStreamer(TextStreamer):
         def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
             if text:
                 on_text(text)

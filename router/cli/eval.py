@@ -7,7 +7,7 @@ import math
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich import box
@@ -16,6 +16,11 @@ from rich.table import Table
 from tqdm import tqdm
 
 from router.cli._common import configure_logging, reports_errors
+
+if TYPE_CHECKING:
+    from policies import Policy
+    from router.evals import EvalQuestion, EvalRow
+    from router.strategies import AnswerType
 
 
 class AnswerTypeChoice(str, Enum):
@@ -75,7 +80,10 @@ def eval_command(
     _print_summary(rows, output)
 
 
-async def _run(policy, questions, runs, difficulties, kind, output, concurrency):  # type: ignore[no-untyped-def]
+async def _run(
+    policy: Policy, questions: list[EvalQuestion], runs: list[str], difficulties: dict[str, float],
+    kind: AnswerType, output: Path, concurrency: int,
+) -> list[EvalRow]:
     from router.evals import run_eval
     from router.execution import DefaultBackends, Executor
 
@@ -92,7 +100,7 @@ async def _run(policy, questions, runs, difficulties, kind, output, concurrency)
         await backends.aclose()
 
 
-def _print_summary(rows, output: Path) -> None:  # type: ignore[no-untyped-def]
+def _print_summary(rows: list[EvalRow], output: Path) -> None:
     from router.evals import summarise
 
     runs, tiers = summarise(rows)
