@@ -20,6 +20,7 @@ from router.cli._common import configure_logging, reports_errors
 if TYPE_CHECKING:
     from policies import Policy
     from router.evals import EvalQuestion, EvalRow
+    from router.ledger import LedgerConfig
     from router.strategies import AnswerType
 
 
@@ -52,6 +53,15 @@ def eval_command(
     baselines: Annotated[
         bool, typer.Option("--baselines/--no-baselines", help="Also force the questions through each tier alone.")
     ] = True,
+    ledger_url: Annotated[
+        str | None,
+        typer.Option(
+            "--ledger", metavar="REDIS_URL",
+            help="Also record each graded answer (prompt included) in the Redis ledger at this URL, for "
+            "`router report` and `router ledger export`.",
+        ),
+    ] = None,
+    ledger_prefix: Annotated[str, typer.Option("--ledger-prefix", help="Key prefix of that ledger.")] = "router:",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")] = False,
 ) -> None:
     """Answer and grade every question; print accuracy, cost and cost per correct answer per run and tier."""
@@ -76,17 +86,28 @@ def eval_command(
         scores = classifier.predict_score([q.question for q in questions], policy.config.classifier.score)
         difficulties = {q.id: float(s) for q, s in zip(questions, scores, strict=True)}
     typer.echo(f"{len(questions)} questions, answer type {kind}, runs: {', '.join(runs)}", err=True)
-    rows = asyncio.run(_run(policy, questions, runs, difficulties, kind, output, concurrency))
+    ledger_config = None
+    if ledger_url is not None:
+        from router.ledger import LedgerConfig
+
+        ledger_config = LedgerConfig(redis_url=ledger_url, key_prefix=ledger_prefix, store_prompts=True)
+    rows = asyncio.run(
+        _run(policy, questions, runs, difficulties, kind, output, concurrency, ledger_config, dataset.stem)
+    )
     _print_summary(rows, output)
 
 
 async def _run(
     policy: Policy, questions: list[EvalQuestion], runs: list[str], difficulties: dict[str, float],
-    kind: AnswerType, output: Path, concurrency: int,
+    kind: AnswerType, output: Path, concurrency: int, ledger_config: LedgerConfig | None, source: str,
 ) -> list[EvalRow]:
     from router.evals import run_eval
     from router.execution import DefaultBackends, Executor
+    from router.ledger import open_ledger
 
+    ledger = open_ledger(ledger_config) if ledger_config is not None else None
+    if ledger is not None:
+        await ledger.start()
     backends = DefaultBackends()
     await asyncio.to_thread(backends.preload, policy)  # local models load once, here
     total = len(questions) * len(runs)
@@ -94,10 +115,12 @@ async def _run(
         with tqdm(total=total, unit="q", desc="eval", disable=not sys.stderr.isatty()) as progress:
             return await run_eval(
                 policy, Executor(backends), questions, runs, difficulties, kind, output,
-                concurrency=concurrency, on_row=lambda row: progress.update(1),
+                concurrency=concurrency, on_row=lambda row: progress.update(1), ledger=ledger, source=source,
             )
     finally:
         await backends.aclose()
+        if ledger is not None:
+            await ledger.aclose()
 
 
 def _print_summary(rows: list[EvalRow], output: Path) -> None:

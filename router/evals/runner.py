@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from policies import Policy
 from router.errors import BackendError, DataError
 from router.evals.dataset import EvalQuestion
 from router.execution import Executor, RequestOptions
+from router.ledger import Ledger, LedgerEntry
 from router.strategies import AnswerType, extract_answer, grade
 
 logger = logging.getLogger(__name__)
@@ -86,8 +88,14 @@ async def run_eval(
     *,
     concurrency: int = 1,
     on_row: Callable[[EvalRow], None] | None = None,
+    ledger: Ledger | None = None,
+    source: str = "eval",
 ) -> list[EvalRow]:
-    """Run every (run, question) pair not yet in `output`; append each graded row as soon as it is done."""
+    """Run every (run, question) pair not yet in `output`; append each graded row as soon as it is done.
+
+    With a `ledger`, each answered question is also recorded there (prompt included, `source` as its
+    app) and graded at once, so `router report` and `router ledger export` see eval traffic.
+    """
     previous, done = read_done(output)
     if done:
         logger.info("resuming: %d rows already in %s", len(done), output)
@@ -104,11 +112,40 @@ async def run_eval(
             handle.flush()  # an interrupted run keeps every finished row
             if row.error is None:
                 rows.append(row)
+                if ledger is not None:
+                    await _record(ledger, policy, row, question, source)
             if on_row is not None:
                 on_row(row)
 
         await asyncio.gather(*(one(run, q) for run, q in pending))
     return rows
+
+
+async def _record(ledger: Ledger, policy: Policy, row: EvalRow, question: EvalQuestion, source: str) -> None:
+    """Write the row as a ledger record and grade it (correct = 1, wrong = 0)."""
+    request_id = f"eval-{uuid.uuid4().hex[:20]}"
+    entry = LedgerEntry(
+        request_id=request_id,
+        timestamp=time.time(),
+        policy_version=policy.version,
+        tier=row.tier,
+        strategy=row.strategy,
+        rule=row.rule,
+        difficulty=row.difficulty,
+        models=tuple(row.models),
+        input_tokens=row.input_tokens,
+        output_tokens=row.output_tokens,
+        cost_usd=row.cost_usd,
+        latency_s=row.latency_s,
+        status="ok",
+        key_tag="eval",
+        app=source,
+        prompt=question.question,
+        source=source,
+        extra={"eval_run": row.run, "question_id": row.id},
+    )
+    await ledger.record(entry)
+    await ledger.feedback(request_id, 1.0 if row.correct else 0.0)
 
 
 async def _answer(

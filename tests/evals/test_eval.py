@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
+import redis
 from typer.testing import CliRunner
 
 from policies import Policy, parse_policy
@@ -214,3 +217,47 @@ def test_cli_unknown_tier_is_a_clear_error(stub_policy: Path, dataset: Path) -> 
 def test_help() -> None:
     result = CliRunner().invoke(app, ["eval", "--help"])
     assert result.exit_code == 0 and "--force-tier" in result.output
+
+
+def test_graded_answers_go_to_the_ledger_and_export_back(dataset: Path, tmp_path: Path) -> None:
+    from router.ledger import LedgerConfig, open_ledger, open_sync_ledger
+
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    config = LedgerConfig(redis_url=url, key_prefix=f"test-eval-{uuid.uuid4().hex[:8]}:", store_prompts=True)
+    policy = parse_policy(POLICY.format(api_base="http://127.0.0.1:9"))
+
+    async def go() -> list:  # type: ignore[type-arg]
+        ledger = open_ledger(config)
+        await ledger.start()
+        try:
+            return await run_eval(
+                policy, Executor(Tiers(_fast_wrong_deep_right())), load_questions(dataset),
+                [tier_run("fast"), tier_run("deep")], {}, "number", tmp_path / "out.jsonl", ledger=ledger,
+                source="questions",
+            )
+        finally:
+            await ledger.aclose()
+
+    rows = asyncio.run(go())
+    reader = open_sync_ledger(config)
+    try:
+        stored = reader.records()
+        assert len(stored) == len(rows) == 6
+        assert {s.entry.rule for s in stored} == {"forced"}
+        assert sorted(s.score for s in stored) == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+        assert all(s.entry.prompt and s.entry.app == "questions" for s in stored)
+        exported = tmp_path / "export.jsonl"
+        result = CliRunner().invoke(
+            app, ["ledger", "export", "--format", "jsonl", "--redis-url", url, "--prefix", config.key_prefix,
+                  "--output", str(exported)],
+        )
+        assert result.exit_code == 0, result.output
+        outcomes = [json.loads(line) for line in exported.read_text().splitlines()]
+        assert len(outcomes) == 3 and all(set(o["outcomes"]) == {"fast", "deep"} for o in outcomes)
+    finally:
+        reader.close()
+        plain = redis.Redis.from_url(url)
+        doomed = list(plain.scan_iter(match=f"{config.key_prefix}*"))
+        if doomed:
+            plain.delete(*doomed)
+        plain.close()
