@@ -131,9 +131,12 @@ def test_a_full_queue_refuses_instead_of_piling_up(smollm2: LocalModel) -> None:
 def test_a_timeout_cancels_the_generation_and_frees_the_worker(smollm2: LocalModel) -> None:
     backend = LocalBackend(smollm2)
 
+    # Greedy counting never ends early (a sampled answer could stop at EOS before the timeout).
+    counting = [{"role": "user", "content": "Count from 1 to 300, separated by commas."}]
+
     async def scenario() -> float:
         with pytest.raises(BackendTimeout, match="did not answer within 0.3 s"):
-            await backend.generate(QUESTION, GenerationParams(max_tokens=400, temperature=1.0, timeout_s=0.3))
+            await backend.generate(counting, GenerationParams(max_tokens=400, temperature=0.0, timeout_s=0.3))
         started = time.perf_counter()
         await backend.generate(QUESTION, GenerationParams(max_tokens=2))
         return time.perf_counter() - started
