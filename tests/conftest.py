@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -14,12 +15,22 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
-_ROUTER_VARS = ("ROUTER_CACHE_DIR", "ROUTER_DEFAULT_CLASSIFIER", "ROUTER_CONFIG", "ROUTER_REDIS_URL")
+# The real Redis the tests use: REDIS_URL as .ci/run exports it, else the local default. Read once,
+# here, because the autouse fixture below hides REDIS_URL so no code under test finds Redis by accident.
+TEST_REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+_ROUTER_VARS = ("ROUTER_CACHE_DIR", "ROUTER_DEFAULT_CLASSIFIER", "ROUTER_CONFIG", "ROUTER_REDIS_URL", "REDIS_URL")
+
+
+def redis_url_for(db: int) -> str:
+    """TEST_REDIS_URL with another database number (tests that flush use their own db)."""
+    parts = urllib.parse.urlsplit(TEST_REDIS_URL)
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{db}"))
 
 
 @pytest.fixture(autouse=True)
 def isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test sees no user ROUTER_* settings, a private cache dir, and offline model hubs."""
+    """Each test sees no user ROUTER_* or REDIS_URL settings, a private cache dir, and offline model hubs."""
     for name in _ROUTER_VARS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("ROUTER_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -23,6 +22,7 @@ from router.evals.runner import POLICY_RUN, tier_run
 from router.execution import Executor
 from tests.backends.conftest import openai_stub  # noqa: F401 - the real upstream fixture
 from tests.backends.upstream_stub import OpenAIStub, Reply
+from tests.conftest import TEST_REDIS_URL
 
 POLICY = """
 tiers:
@@ -222,7 +222,7 @@ def test_help() -> None:
 def test_graded_answers_go_to_the_ledger_and_export_back(dataset: Path, tmp_path: Path) -> None:
     from router.ledger import LedgerConfig, open_ledger, open_sync_ledger
 
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    url = TEST_REDIS_URL
     config = LedgerConfig(redis_url=url, key_prefix=f"test-eval-{uuid.uuid4().hex[:8]}:", store_prompts=True)
     policy = parse_policy(POLICY.format(api_base="http://127.0.0.1:9"))
 

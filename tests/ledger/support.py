@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import socket
 import subprocess
@@ -14,11 +13,12 @@ from typing import Any
 import redis
 
 from router.ledger import LedgerConfig, LedgerEntry, RedisLedger
+from tests.conftest import TEST_REDIS_URL
 
 
 def redis_url() -> str:
-    """REDIS_URL, else the local default."""
-    return os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+    """The tests' Redis: REDIS_URL as it was when the tests started, else the local default."""
+    return TEST_REDIS_URL
 
 
 def delete_prefix(client: redis.Redis, prefix: str) -> None:

@@ -15,11 +15,12 @@ import redis
 from router.backends import Backend
 from router.ledger import LedgerConfig, LedgerEntry, MemoryLedger
 from router.server import ServerSettings, create_app
+from tests.conftest import redis_url_for
 from router.server.runtime import Runtime
 from tests.server.support import FakeBackends, KeywordScorer, ServerThread, fake_tiers, write_policy
 from tests.server.upstream import Upstream
 
-REDIS_URL = "redis://127.0.0.1:6379/9"
+REDIS_URL = redis_url_for(9)  # the tests' Redis, database 9 (flushed by these tests)
 
 
 @dataclass
