@@ -20,7 +20,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -132,6 +132,63 @@ class LiteLLMBackend:
                 task.cancel()  # no-op for finished ones; stops siblings of a failed call
         return [completion for result in results for completion in result]
 
+    async def stream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[str | Completion]:
+        """Yield text deltas as the provider sends them, then one Completion with usage and cost (n = 1 only).
+
+        Retries apply until the stream opens; a failure after that ends the stream with our error.
+        """
+        validate_messages(messages)
+        if params.n != 1:
+            raise ConfigError("litellm.stream: only n = 1 can be streamed.")
+        litellm = self._litellm
+        request = {**self._request(messages, params), "stream": True, "stream_options": {"include_usage": True}}
+        started = time.perf_counter()
+        response = await self._call(request, params)
+        parts: list[str] = []
+        finish, model = "stop", self.settings.model
+        input_tokens = output_tokens = None
+        try:
+            async with asyncio.timeout(params.timeout_s + 1.0):
+                async for chunk in response:
+                    model = str(getattr(chunk, "model", None) or model)
+                    usage = getattr(chunk, "usage", None)
+                    prompt_tokens = getattr(usage, "prompt_tokens", None)
+                    if isinstance(prompt_tokens, int) and prompt_tokens > 0:  # the usage chunk, at the end
+                        input_tokens, output_tokens = prompt_tokens, getattr(usage, "completion_tokens", None)
+                    for choice in getattr(chunk, "choices", None) or ():
+                        text = getattr(getattr(choice, "delta", None), "content", None)
+                        if isinstance(text, str) and text:
+                            parts.append(text)
+                            yield text
+                        if getattr(choice, "finish_reason", None):
+                            finish = str(choice.finish_reason)
+        except (TimeoutError, litellm.Timeout) as error:
+            raise self._timeout(params) from error
+        except _upstream_error_type() as error:
+            raise self._classify(error)[1] from error
+        if not isinstance(input_tokens, int) or not isinstance(output_tokens, int):
+            raise BackendBadResponse(
+                f"{self.settings.model} streamed no token usage, so its cost cannot be accounted; "
+                "enable usage reporting (stream_options.include_usage) on the upstream server."
+            )
+        price = self.settings.price
+        if price is not None:
+            cost = price.input_cost(input_tokens) + price.output_cost(output_tokens)
+        else:
+            prompt_part, output_part = litellm.cost_per_token(
+                model=self.settings.model, prompt_tokens=input_tokens, completion_tokens=output_tokens
+            )
+            cost = float(prompt_part) + float(output_part)
+        yield Completion(
+            text="".join(parts),
+            finish_reason=finish,
+            usage=Usage(input_tokens, output_tokens),
+            cost_usd=cost,
+            latency_s=time.perf_counter() - started,
+            mean_logprob=None,
+            model=model,
+        )
+
     def _request(self, messages: Sequence[Message], params: GenerationParams) -> dict[str, Any]:
         request: dict[str, Any] = {
             "model": self.settings.model,
@@ -170,19 +227,26 @@ class LiteLLMBackend:
     async def _call_with_retries(
         self, messages: Sequence[Message], params: GenerationParams
     ) -> list[Completion]:
-        litellm = self._litellm
-        request = self._request(messages, params)
-        upstream_error = _upstream_error_type()
         started = time.perf_counter()
+        response = await self._call(self._request(messages, params), params)
+        return self._completions(response, time.perf_counter() - started)
+
+    def _timeout(self, params: GenerationParams) -> BackendTimeout:
+        return BackendTimeout(
+            f"{self.settings.model} did not answer within {params.timeout_s:g} s; "
+            "raise the tier's timeout or try again later."
+        )
+
+    async def _call(self, request: dict[str, Any], params: GenerationParams) -> Any:
+        """`litellm.acompletion` with timeouts, retries with backoff on 429/5xx/connection errors, and our errors."""
+        litellm = self._litellm
+        upstream_error = _upstream_error_type()
         for attempt in range(1, self.settings.max_attempts + 1):
             try:
                 async with asyncio.timeout(params.timeout_s + 1.0):
-                    response = await litellm.acompletion(**request)
+                    return await litellm.acompletion(**request)
             except (TimeoutError, litellm.Timeout) as error:
-                raise BackendTimeout(
-                    f"{self.settings.model} did not answer within {params.timeout_s:g} s; "
-                    "raise the tier's timeout or try again later."
-                ) from error
+                raise self._timeout(params) from error
             except upstream_error as error:
                 retry, final = self._classify(error)
                 if not retry or attempt == self.settings.max_attempts:
@@ -193,8 +257,6 @@ class LiteLLMBackend:
                     self.settings.model, attempt, self.settings.max_attempts, type(error).__name__, delay,
                 )
                 await asyncio.sleep(delay)
-                continue
-            return self._completions(response, time.perf_counter() - started)
         raise AssertionError("unreachable: the retry loop returns or raises")  # pragma: no cover
 
     def _classify(self, error: Exception) -> tuple[bool, Exception]:

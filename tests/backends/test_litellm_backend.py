@@ -10,6 +10,7 @@ import pytest
 
 from router.backends import (
     Backend,
+    Completion,
     GenerationParams,
     LiteLLMBackend,
     LiteLLMSettings,
@@ -258,3 +259,31 @@ def test_settings_are_validated(overrides: dict[str, object], message: str) -> N
 
 def test_repr_shows_no_secret(openai_stub: OpenAIStub, api_key: str) -> None:
     assert api_key not in repr(make_backend(openai_stub))
+
+
+def test_stream_yields_deltas_then_usage_and_cost(openai_stub: OpenAIStub, runner: asyncio.Runner) -> None:
+    openai_stub.reset(Reply(texts=("The answer is 42",), prompt_tokens=12, tokens_per_choice=5))
+    backend = make_backend(openai_stub)
+
+    async def collect() -> list[object]:
+        return [piece async for piece in backend.stream([{"role": "user", "content": "hi"}], GenerationParams())]
+
+    *texts, final = runner.run(collect())
+    assert texts == ["The", " answer", " is", " 42"]
+    assert isinstance(final, Completion) and final.text == "The answer is 42"
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (12, 5)
+    assert final.cost_usd == pytest.approx((12 * 1.0 + 5 * 2.0) / 1e6)
+    assert openai_stub.requests[-1]["stream"] is True
+
+
+def test_stream_retries_until_it_opens_then_maps_failures(openai_stub: OpenAIStub, runner: asyncio.Runner) -> None:
+    openai_stub.reset(Reply(status=503), Reply(texts=("ok",)))
+
+    async def collect(backend: LiteLLMBackend) -> list[object]:
+        return [piece async for piece in backend.stream([{"role": "user", "content": "hi"}], GenerationParams())]
+
+    *texts, final = runner.run(collect(make_backend(openai_stub, max_attempts=2)))
+    assert texts == ["ok"] and isinstance(final, Completion)
+    openai_stub.reset(Reply(status=500), Reply(status=500))
+    with pytest.raises(BackendUnavailable, match="HTTP 500"):
+        runner.run(collect(make_backend(openai_stub, max_attempts=2)))

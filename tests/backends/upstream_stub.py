@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 
 @dataclass
@@ -70,6 +72,29 @@ class OpenAIStub:
             }
         )
 
+    @staticmethod
+    async def _sse(body: dict[str, Any], text: str, reply: Reply) -> AsyncIterator[str]:
+        """OpenAI's streaming shape: a chunk per word, a finish chunk, a usage chunk if asked, [DONE]."""
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, usage: dict[str, int] | None = None) -> str:
+            choices = [] if usage is not None else [{"index": 0, "delta": delta, "finish_reason": finish}]
+            data: dict[str, Any] = {"id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": 1,
+                                    "model": body["model"], "choices": choices}
+            if usage is not None:
+                data["usage"] = usage
+            return f"data: {json.dumps(data)}\n\n"
+
+        words = text.split(" ")
+        yield chunk({"role": "assistant", "content": ""})
+        for i, word in enumerate(words):
+            yield chunk({"content": word if i == 0 else " " + word})
+        yield chunk({}, finish="stop")
+        if (body.get("stream_options") or {}).get("include_usage"):
+            tokens = reply.tokens_per_choice
+            yield chunk({}, usage={"prompt_tokens": reply.prompt_tokens, "completion_tokens": tokens,
+                                   "total_tokens": reply.prompt_tokens + tokens})
+        yield "data: [DONE]\n\n"
+
     async def _chat(self, request: Request) -> Response:
         body = await request.json()
         self.requests.append(body)
@@ -86,6 +111,8 @@ class OpenAIStub:
             return JSONResponse(error, status_code=reply.status, headers=reply.headers)
         n = int(body.get("n") or 1)
         texts = reply.texts or tuple(f"answer {i}" for i in range(n))
+        if body.get("stream"):
+            return StreamingResponse(self._sse(body, texts[0], reply), media_type="text/event-stream")
         choices = []
         for i in range(n):
             choice: dict[str, Any] = {
