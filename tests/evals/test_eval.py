@@ -23,35 +23,13 @@ from router.execution import Executor
 from tests.backends.conftest import openai_stub  # noqa: F401 - the real upstream fixture
 from tests.backends.upstream_stub import OpenAIStub, Reply
 from tests.conftest import TEST_REDIS_URL
+from tests.server.support import FAKE_POLICY, FakeBackends
 
-POLICY = """
-tiers:
-  - name: fast
-    backend: litellm
-    model: openai/fast-model
-    api_base: {api_base}
-    price: {{input_per_million: 1.0, output_per_million: 2.0}}
-    max_tokens: 32
-    expected_output_tokens: 8
-    strategy: {{type: direct}}
-  - name: deep
-    backend: litellm
-    model: openai/deep-model
-    api_base: {api_base}
-    price: {{input_per_million: 10.0, output_per_million: 20.0}}
-    max_tokens: 32
-    expected_output_tokens: 8
-    strategy: {{type: self_consistency, n: 3, answer_type: number, chain_of_thought: false}}
-rules:
-  - name: easy
-    when: {{difficulty: {{min: 0.0, max: 0.5}}}}
-    tier: fast
-  - name: hard
-    when: {{difficulty: {{min: 0.5, max: 1.0}}}}
-    tier: deep
-  - name: default
-    tier: fast
-"""
+
+def _policy_text(upstream: str = "http://127.0.0.1:9/v1") -> str:
+    """The server tests' two-tier policy: fast (direct) and deep (self-consistency, n=3)."""
+    return FAKE_POLICY.format(upstream=upstream, timeout=10)
+
 
 QUESTIONS = [
     {"id": "q1", "question": "What is 2 + 3?", "answer": "5"},
@@ -63,25 +41,6 @@ QUESTIONS = [
 def _sum_of(messages: Sequence[Mapping[str, str]]) -> int:
     a, b = map(int, re.findall(r"\d+", messages[-1]["content"])[:2])
     return a + b
-
-
-class Tiers:
-    """A BackendProvider over fixed fake backends (our own Protocol; nothing patched)."""
-
-    def __init__(self, tiers: Mapping[str, Backend]) -> None:
-        self.tiers = dict(tiers)
-
-    async def for_tier(self, tier, price):  # type: ignore[no-untyped-def]
-        return self.tiers[tier.name]
-
-    async def for_passthrough(self, model, config):  # type: ignore[no-untyped-def]
-        raise AssertionError("no pass-through in evals")
-
-    def preload(self, policy: Policy) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
 
 
 def _fast_wrong_deep_right() -> dict[str, Backend]:
@@ -105,12 +64,12 @@ def _run(policy: Policy, tiers: Mapping[str, Backend], dataset: Path, output: Pa
     questions = load_questions(dataset)
     difficulties = {"q1": 0.1, "q2": 0.9, "q3": 0.2}
     return asyncio.run(
-        run_eval(policy, Executor(Tiers(tiers)), questions, runs, difficulties, "number", output, concurrency=2)
+        run_eval(policy, Executor(FakeBackends(tiers)), questions, runs, difficulties, "number", output, concurrency=2)
     )
 
 
 def test_grades_and_accounts_each_run(dataset: Path, tmp_path: Path) -> None:
-    policy = parse_policy(POLICY.format(api_base="http://127.0.0.1:9"))
+    policy = parse_policy(_policy_text())
     output = tmp_path / "out.jsonl"
     rows = _run(policy, _fast_wrong_deep_right(), dataset, output, [POLICY_RUN, tier_run("fast"), tier_run("deep")])
     by_key = {(r.run, r.id): r for r in rows}
@@ -131,7 +90,7 @@ def test_grades_and_accounts_each_run(dataset: Path, tmp_path: Path) -> None:
 
 
 def test_resume_skips_finished_questions_and_retries_errors(dataset: Path, tmp_path: Path) -> None:
-    policy = parse_policy(POLICY.format(api_base="http://127.0.0.1:9"))
+    policy = parse_policy(_policy_text())
     output = tmp_path / "out.jsonl"
     failing = FakeBackend(["x"], failures=[BackendUnavailable("upstream down")] * 10)
     tiers = {**_fast_wrong_deep_right(), "fast": failing}
@@ -148,7 +107,7 @@ def test_resume_skips_finished_questions_and_retries_errors(dataset: Path, tmp_p
 
 
 def test_a_line_cut_short_is_redone(dataset: Path, tmp_path: Path) -> None:
-    policy = parse_policy(POLICY.format(api_base="http://127.0.0.1:9"))
+    policy = parse_policy(_policy_text())
     output = tmp_path / "out.jsonl"
     _run(policy, _fast_wrong_deep_right(), dataset, output, [tier_run("fast")])
     lines = output.read_text().splitlines()
@@ -187,7 +146,7 @@ def test_answer_type_detection(tmp_path: Path) -> None:
 @pytest.fixture
 def stub_policy(openai_stub: OpenAIStub, tmp_path: Path) -> Iterator[Path]:  # noqa: F811
     path = tmp_path / "router.yaml"
-    path.write_text(POLICY.format(api_base=openai_stub.url))
+    path.write_text(_policy_text(openai_stub.url))
     yield path
 
 
@@ -224,14 +183,14 @@ def test_graded_answers_go_to_the_ledger_and_export_back(dataset: Path, tmp_path
 
     url = TEST_REDIS_URL
     config = LedgerConfig(redis_url=url, key_prefix=f"test-eval-{uuid.uuid4().hex[:8]}:", store_prompts=True)
-    policy = parse_policy(POLICY.format(api_base="http://127.0.0.1:9"))
+    policy = parse_policy(_policy_text())
 
     async def go() -> list:  # type: ignore[type-arg]
         ledger = open_ledger(config)
         await ledger.start()
         try:
             return await run_eval(
-                policy, Executor(Tiers(_fast_wrong_deep_right())), load_questions(dataset),
+                policy, Executor(FakeBackends(_fast_wrong_deep_right())), load_questions(dataset),
                 [tier_run("fast"), tier_run("deep")], {}, "number", tmp_path / "out.jsonl", ledger=ledger,
                 source="questions",
             )
