@@ -14,8 +14,7 @@ from fastapi import FastAPI
 from policies import PolicyStore
 from router.execution import BackendProvider, DefaultBackends
 from router.server.errors import install_error_handlers
-from router.ledger import open_ledger
-from router.server.ledger import LedgerSink
+from router.ledger import Ledger, open_ledger
 from router.server.middleware import RequestIdMiddleware
 from router.server.pipeline import ChatPipeline
 from router.server.routes import chat, feedback, health, metrics, models, policy
@@ -28,7 +27,7 @@ def create_app(
     settings: ServerSettings | None = None,
     *,
     backends: BackendProvider | None = None,
-    ledger: LedgerSink | None = None,
+    ledger: Ledger | None = None,
     classifier_loader: ClassifierLoader | None = None,
 ) -> FastAPI:
     """Build the proxy app; the keyword arguments replace real parts (tests, embedding)."""

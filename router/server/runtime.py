@@ -21,8 +21,8 @@ from policies import PolicyStore
 from router.auth import Authenticator
 from router.errors import RouterError
 from router.execution import BackendProvider, Executor
+from router.ledger import Ledger
 from router.ratelimit import Limiter, LocalLimiter, RedisLimiter
-from router.server.ledger import LedgerSink
 from router.server.metrics import RouterMetrics
 from router.server.scoring import ClassifierLoader, ScorerPool
 from router.server.settings import ServerSettings
@@ -60,7 +60,7 @@ class Runtime:
         settings: ServerSettings,
         store: PolicyStore,
         backends: BackendProvider,
-        ledger: LedgerSink,
+        ledger: Ledger,
         classifier_loader: ClassifierLoader,
     ) -> None:
         self.settings = settings
@@ -107,9 +107,7 @@ class Runtime:
         else:
             logger.info("no REDIS_URL: rate limits and budgets are enforced per process only.")
         self.auth = Authenticator(self.settings.api_keys, self.redis, self.settings.redis_prefix)
-        start = getattr(self.ledger, "start", None)
-        if start is not None:
-            await start()
+        await self.ledger.start()
         if self.settings.reload_interval_s > 0:
             self.store.start()
         self._loading = asyncio.create_task(self._load(), name="router-load")
@@ -171,9 +169,7 @@ class Runtime:
             await asyncio.wait(set(self._tasks), timeout=5)
         await self.scorers.aclose()
         await self.backends.aclose()
-        close = getattr(self.ledger, "aclose", None)
-        if close is not None:
-            await close()
+        await self.ledger.aclose()
         if self.redis is not None:
             await self.redis.aclose()
         if self._time_gc in gc.callbacks:

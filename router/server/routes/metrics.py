@@ -15,7 +15,5 @@ router = APIRouter()
 async def metrics(request: Request) -> Response:
     """The metrics of this process (of all workers in multiprocess mode)."""
     runtime: Runtime = request.app.state.runtime
-    stats = getattr(runtime.ledger, "stats", None)
-    if stats is not None:
-        runtime.metrics.set_ledger_stats(stats())
+    runtime.metrics.set_ledger_stats(runtime.ledger.stats())
     return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
