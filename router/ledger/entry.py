@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from policies.policy import FORCED_RULE
+
+__all__ = ["FORCED_RULE", "NO_APP", "LedgerEntry", "StoredRecord", "entry_from_dict"]
+
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
@@ -36,10 +40,9 @@ class LedgerEntry:
         return data
 
 
-# The `rule` of a request whose tier was chosen by the caller (a tier name as `model`, or
-# `router eval --force-tier`), not by the policy. Reports keep these out of the policy's own
-# figures and use them as the always-<tier> reference.
-FORCED_RULE = "forced"
+# FORCED_RULE (from the policy, which writes it into decisions) is the `rule` of a request whose
+# tier was chosen by the caller (a tier name as `model`, or `router eval --force-tier`), not by the
+# policy. Reports keep these out of the policy's own figures and use them as the always-<tier> reference.
 
 # The app of a request that named none, in aggregates and reports.
 NO_APP = "(none)"
