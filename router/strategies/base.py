@@ -158,6 +158,14 @@ class Recorder:
         self.samples.extend(drawn)
         return drawn
 
+    @classmethod
+    def continuing(cls, answer_type: AnswerType, previous: StrategyResult) -> Recorder:
+        """A recorder that already holds `previous`'s samples and calls, to draw more and vote again."""
+        recorder = cls(answer_type)
+        recorder.samples.extend(previous.samples)
+        recorder.calls.extend(previous.calls)
+        return recorder
+
     def elapsed(self) -> float:
         """Seconds since the recorder was made."""
         return time.perf_counter() - self.started

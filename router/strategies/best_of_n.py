@@ -69,9 +69,7 @@ class BestOfN:
         extra: int,
     ) -> StrategyResult:
         """Draw `extra` more samples and pick again among all of them."""
-        recorder = Recorder(self.config.answer_type)
-        recorder.samples.extend(previous.samples)
-        recorder.calls.extend(previous.calls)
+        recorder = Recorder.continuing(self.config.answer_type, previous)
         await recorder.draw(backend, self._prompt(messages), self._params(params, extra))
         return self._pick(recorder, previous.latency_s)
 

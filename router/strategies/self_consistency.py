@@ -103,9 +103,7 @@ class SelfConsistency:
         extra: int,
     ) -> StrategyResult:
         """Draw up to `extra` more samples (same rules) and vote over old and new together."""
-        recorder = Recorder(self.config.answer_type)
-        recorder.samples.extend(previous.samples)
-        recorder.calls.extend(previous.calls)
+        recorder = Recorder.continuing(self.config.answer_type, previous)
         target = len(previous.samples) + extra
         return await self._sample(backend, messages, params, recorder, target, previous.latency_s)
 
