@@ -32,7 +32,7 @@ from router.backends import (
     LocalModelLoader,
     LocalModelSpec,
 )
-from router.strategies import (
+from strategies import (
     Direct,
     DirectConfig,
     SelfConsistency,

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from classifiers.estimator import DifficultyClassifier, KnnScorer
-from router.errors import ArtifactError
+from core.errors import ArtifactError
 
 FORMAT_VERSION = 1
 METADATA_FILE = "classifier.json"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from router.errors import EmbeddingError
+from core.errors import EmbeddingError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS embeddings (

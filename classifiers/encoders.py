@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 from classifiers.embedding_cache import EmbeddingCache
-from router.errors import EmbeddingError
-from router.hub import hub_reachable
+from core.errors import EmbeddingError
+from core.hub import hub_reachable
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from threadpoolctl import ThreadpoolController
 
 from classifiers.encoders import TextEncoder
-from router.errors import ConfigError, NotFittedError
+from core.errors import ConfigError, NotFittedError
 
 MODEL_KINDS = ("logreg", "knn", "ensemble")
 _SMALL_BATCH = 64

@@ -11,8 +11,8 @@ import numpy as np
 from classifiers.estimator import DifficultyClassifier
 from classifiers.selection import CrossValidation, metrics_from_proba
 from classifiers.targets import TrainingSet
-from router.errors import DataError
-from router.jsonl import json_objects
+from core.errors import DataError
+from core.jsonl import json_objects
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from classifiers.estimator import DifficultyClassifier
-from router.errors import ClassifierError
+from core.errors import ClassifierError
 
 
 @dataclass(frozen=True)

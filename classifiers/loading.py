@@ -10,7 +10,7 @@ from classifiers.artifact import ArtifactInfo, classifier_from_weights, load_wei
 from classifiers.embedding_cache import EmbeddingCache
 from classifiers.encoders import SentenceTransformerEncoder, TextEncoder
 from classifiers.estimator import DifficultyClassifier
-from router.errors import ArtifactError
+from core.errors import ArtifactError
 
 logger = logging.getLogger(__name__)
 

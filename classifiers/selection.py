@@ -10,7 +10,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from classifiers.estimator import DifficultyClassifier
 from classifiers.metrics import RoutingMetrics, routing_metrics, safe_auc
-from router.errors import ConfigError
+from core.errors import ConfigError
 
 CANDIDATES: tuple[dict[str, object], ...] = (
     {"model": "logreg", "C": 1.0},

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from classifiers.records import OutcomeRecord
-from router.errors import DataError
+from core.errors import DataError
 
 LABEL_TIER = "label"
 

@@ -19,7 +19,7 @@ from classifiers.estimator import MODEL_KINDS, DifficultyClassifier
 from classifiers.loaders import LoadResult, load_many
 from classifiers.selection import CANDIDATES, CrossValidation, cross_validate, select_model
 from classifiers.targets import TrainingSet, training_set
-from router.errors import ConfigError
+from core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from classifiers.records import OutcomeRecord
 from policies.loader import compose_yaml, node_at, parse_policy
 from policies.policy import Policy
 from policies.simulate import OutcomeMatrix, build_matrix, evaluate, extreme_rows, route
-from router.errors import ConfigError, PolicyError
+from core.errors import ConfigError, PolicyError
 
 # Quantile grid steps by number of thresholds: keeps the sweep to a few thousand candidates.
 GRID_STEPS = {1: 100, 2: 40, 3: 20}

@@ -20,7 +20,7 @@ from pydantic_core import ErrorDetails
 from policies.checks import Loc, Problem, check_policy
 from policies.policy import Policy
 from policies.schema import STRATEGY_TYPES, PolicyFile
-from router.errors import PolicyError
+from core.errors import PolicyError
 
 DEFAULT_POLICY_PATH = Path("router.yaml")
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Literal
 
 from policies.checks import band_of
-from router.errors import ConfigError
+from core.errors import ConfigError
+from core.names import FORCED_RULE
 from policies.pricing import TokenPrice
 from policies.schema import (
     BestOfN,
@@ -29,7 +30,6 @@ from policies.schema import (
 )
 
 CHARS_PER_TOKEN = 4
-FORCED_RULE = "forced"  # the rule name recorded when a caller names the tier itself
 # Reasoning tokens assumed for cost estimates when a tier gives an effort level, not a budget.
 REASONING_EFFORT_TOKENS = {"low": 1024, "medium": 4096, "high": 16384}
 

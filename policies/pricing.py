@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from policies.schema import Price, Tier
+from policies.schema import PriceConfig, Tier
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +28,7 @@ class TokenPrice:
         return self.output_per_token * 1e6
 
 
-def price_from_config(price: Price) -> TokenPrice | str:
+def price_from_config(price: PriceConfig) -> TokenPrice | str:
     """Turn an explicit `price:` into per-token figures, or say which keys are wrong."""
     per_million = (price.input_per_million, price.output_per_million)
     hourly = (price.gpu_hour_usd, price.tokens_per_second)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from policies.loader import content_version, parse_policy
 from policies.policy import Policy
-from router.errors import PolicyError
+from core.errors import PolicyError
 
 logger = logging.getLogger(__name__)
 

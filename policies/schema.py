@@ -32,7 +32,7 @@ class ClassifierConfig(_Model):
     score: Literal["difficulty", "gain"] = "difficulty"
 
 
-class Price(_Model):
+class PriceConfig(_Model):
     """A tier's price: USD per million tokens, or an hourly machine price and its throughput."""
 
     input_per_million: float | None = Field(default=None, ge=0)
@@ -103,7 +103,7 @@ class Tier(_Model):
     # litellm only
     api_base: str | None = None
     api_key_env: str | None = Field(default=None, pattern=ENV_VAR_PATTERN)
-    price: Price | None = None
+    price: PriceConfig | None = None
     max_tokens: int = Field(default=1024, ge=1)
     timeout_s: float = Field(default=60.0, gt=0)
     expected_output_tokens: int = Field(default=256, ge=1)
@@ -197,7 +197,7 @@ class Passthrough(_Model):
     models: list[str] = Field(default_factory=list)
     api_base: str | None = None
     api_key_env: str | None = Field(default=None, pattern=ENV_VAR_PATTERN)
-    price: Price | None = None
+    price: PriceConfig | None = None
     timeout_s: float = Field(default=60.0, gt=0)
     max_tokens: int = Field(default=4096, ge=1)
     fallbacks: list[str] = Field(default_factory=list)  # tiers tried when the upstream fails

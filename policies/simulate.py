@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from classifiers.records import OutcomeRecord
 from policies.policy import Policy, estimate_tokens
-from router.errors import ConfigError, DataError
+from core.errors import ConfigError, DataError
 
 MappingMethod = Literal["explicit", "by name", "by cost order"]
 

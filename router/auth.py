@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from pydantic import SecretStr
 
 from policies.schema import ServerConfig
-from router.errors import AuthenticationFailed
+from core.errors import AuthenticationFailed
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

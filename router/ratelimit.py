@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
-from router.errors import LimitExceeded
+from core.errors import LimitExceeded
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -12,7 +12,7 @@ from classifiers.loaders._rows import FORMATS, RowSink, Source
 from classifiers.loaders.detect import check_container, container, detect_format, refuse_pickle
 from classifiers.loaders.download import fetch, is_url, url_basename
 from classifiers.records import OutcomeRecord
-from router.errors import DataError
+from core.errors import DataError
 
 READERS: dict[str, Callable[[Source, RowSink], None]] = {
     "outcomes": outcomes.read,

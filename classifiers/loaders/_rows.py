@@ -15,7 +15,7 @@ from typing import TextIO
 
 from classifiers.loaders._result import BadRow
 from classifiers.records import OutcomeRecord
-from router.errors import DataError
+from core.errors import DataError
 
 FORMATS = ("outcomes", "routellm", "routerbench", "labels")
 

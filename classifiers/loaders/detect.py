@@ -8,7 +8,7 @@ from pathlib import Path
 
 from classifiers.loaders._rows import FORMATS
 from classifiers.loaders.routellm_csv import model_columns
-from router.errors import DataError
+from core.errors import DataError
 
 JSON_SUFFIXES = frozenset({".jsonl", ".json", ".ndjson"})
 PICKLE_SUFFIXES = frozenset({".pkl", ".pickle"})

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
-from router.errors import DataError
+from core.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from classifiers.loaders._rows import RowProblem, RowSink, Source, csv_header, iter_csv, iter_jsonl
 from classifiers.loaders._values import cell_score, optional_text, prompt, show
 from classifiers.records import OutcomeRecord, record_id
-from router.errors import DataError
+from core.errors import DataError
 
 DIFFICULTY_FIX = (
     "Write the probability that the cheapest tier fails (e.g. 0.8), "

@@ -10,7 +10,7 @@ from __future__ import annotations
 from classifiers.loaders._rows import RowProblem, RowSink, Source, csv_header, iter_csv
 from classifiers.loaders._values import cell_bool, prompt
 from classifiers.records import OutcomeRecord, TierOutcome, record_id
-from router.errors import DataError
+from core.errors import DataError
 
 TWO_TIERS = ("weak", "strong")
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from classifiers.loaders._rows import RowProblem, RowSink, Source, iter_csv, iter_jsonl
 from classifiers.loaders._values import cell_score, optional_amount, optional_text, prompt, show
 from classifiers.records import OutcomeRecord, TierOutcome, record_id
-from router.errors import DataError
+from core.errors import DataError
 
 COST = "|total_cost"
 KNOWN_COLUMNS = frozenset({"sample_id", "prompt", "eval_name", "oracle_model_to_route_to"})

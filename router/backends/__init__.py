@@ -3,7 +3,7 @@
 Importing this package imports neither litellm nor torch; they load when a backend is built.
 """
 
-from router.backends.base import (
+from core.llm import (
     REASONING_EFFORTS,
     Backend,
     Completion,

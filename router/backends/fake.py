@@ -7,7 +7,7 @@ import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from router.backends.base import (
+from core.llm import (
     Completion,
     GenerationParams,
     Message,
@@ -15,7 +15,7 @@ from router.backends.base import (
     Usage,
     validate_messages,
 )
-from router.errors import BackendError, ConfigError
+from core.errors import BackendError, ConfigError
 
 
 @dataclass(frozen=True, slots=True)

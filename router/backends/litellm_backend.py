@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from router.backends.base import (
+from core.llm import (
     Completion,
     GenerationParams,
     Message,
@@ -34,7 +34,7 @@ from router.backends.base import (
     split_evenly,
     validate_messages,
 )
-from router.errors import (
+from core.errors import (
     BackendBadResponse,
     BackendRateLimited,
     BackendTimeout,

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from router.backends.base import (
+from core.llm import (
     Completion,
     GenerationParams,
     Message,
@@ -38,7 +38,7 @@ from router.backends.local_model import (  # re-exported: callers import the loc
     pick_device,
     resolve_model_source,
 )
-from router.errors import BackendError, BackendTimeout, BackendUnavailable, ConfigError
+from core.errors import BackendError, BackendTimeout, BackendUnavailable, ConfigError
 
 if TYPE_CHECKING:
     import torch

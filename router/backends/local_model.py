@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from router.errors import ConfigError
-from router.hub import hub_reachable
+from core.errors import ConfigError
+from core.hub import hub_reachable
 
 logger = logging.getLogger(__name__)
 

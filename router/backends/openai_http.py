@@ -28,7 +28,7 @@ from typing import Any
 
 import aiohttp
 
-from router.backends.base import (
+from core.llm import (
     Completion,
     GenerationParams,
     Message,
@@ -37,7 +37,7 @@ from router.backends.base import (
     split_evenly,
     validate_messages,
 )
-from router.errors import (
+from core.errors import (
     BackendBadResponse,
     BackendError,
     BackendRateLimited,

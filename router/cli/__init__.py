@@ -15,7 +15,7 @@ from router.cli.eval import eval_command
 from router.cli.policy import policy_app
 from router.cli.report import ledger_app, report_command
 from router.cli.serve import serve_command
-from router.errors import RouterError
+from core.errors import RouterError
 
 app = typer.Typer(
     name="router",

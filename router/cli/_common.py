@@ -9,7 +9,7 @@ from typing import ParamSpec, TypeVar
 
 import typer
 
-from router.errors import RouterError
+from core.errors import RouterError
 
 P = ParamSpec("P")
 R = TypeVar("R")

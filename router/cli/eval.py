@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from policies import Policy
     from router.evals import EvalQuestion, EvalRow
     from router.ledger import LedgerConfig
-    from router.strategies import AnswerType
+    from strategies import AnswerType
 
 
 class AnswerTypeChoice(str, Enum):

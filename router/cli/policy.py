@@ -28,7 +28,7 @@ from policies.simulate import (
     simulate,
 )
 from router.cli._common import configure_logging, reports_errors
-from router.errors import ConfigError, DataError, PolicyError
+from core.errors import ConfigError, DataError, PolicyError
 
 policy_app = typer.Typer(
     help="Check, explain, simulate and calibrate the routing policy (router.yaml).",

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from router.cli._common import configure_logging, reports_errors
-from router.errors import ConfigError, DataError
+from core.errors import ConfigError, DataError
 
 if TYPE_CHECKING:  # imported when a command runs: redis and pydantic would slow every `router` call
     from router.ledger.report import Report

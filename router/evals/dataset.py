@@ -11,9 +11,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from router.errors import DataError
-from router.jsonl import json_objects
-from router.strategies import AnswerType, reference_answer
+from core.errors import DataError
+from core.jsonl import json_objects
+from strategies import AnswerType, reference_answer
 
 _LETTER = re.compile(r"^\(?[A-Ja-j]\)?\.?$")
 

@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from policies import Policy
-from router.errors import BackendError, DataError
+from core.errors import BackendError, DataError
 from router.evals.dataset import EvalQuestion
 from router.execution import Executor, RequestOptions
 from router.ledger import Ledger, LedgerEntry
-from router.strategies import AnswerType, extract_answer, grade
+from strategies import AnswerType, extract_answer, grade
 
 logger = logging.getLogger(__name__)
 

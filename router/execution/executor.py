@@ -26,9 +26,10 @@ from policies.schema import ChainOfThought as ChainOfThoughtSchema
 from policies.schema import Passthrough, StrategyConfig, Tier
 from policies.schema import Reasoning as ReasoningSchema
 from policies.schema import SelfConsistency as SelfConsistencySchema
-from router.backends.base import Backend, Completion, GenerationParams, Message
-from router.errors import BackendError, BackendUnavailable, ConfigError
-from router.strategies import (
+from core.llm import Backend, Completion, GenerationParams, Message
+from core.names import PASSTHROUGH
+from core.errors import BackendError, BackendUnavailable, ConfigError
+from strategies import (
     STEP_BY_STEP,
     BestOfN,
     BestOfNConfig,
@@ -48,7 +49,6 @@ from router.strategies import (
 
 logger = logging.getLogger(__name__)
 
-PASSTHROUGH = "passthrough"  # the tier name reported for pass-through requests
 T = TypeVar("T")
 
 

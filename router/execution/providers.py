@@ -17,8 +17,8 @@ from policies.policy import Policy
 from policies.pricing import TokenPrice as PolicyPrice
 from policies.pricing import price_from_config
 from policies.schema import Passthrough, Tier
-from router.backends.base import Backend, TokenPrice
-from router.errors import ConfigError
+from core.llm import Backend, TokenPrice
+from core.errors import ConfigError
 
 if TYPE_CHECKING:
     from router.backends import LocalModelLoader

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from policies.policy import FORCED_RULE
+from core.names import FORCED_RULE
 
 __all__ = ["FORCED_RULE", "NO_APP", "LedgerEntry", "StoredRecord", "entry_from_dict"]
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from router.errors import ConfigError
+from core.errors import ConfigError
 from router.ledger.counts import NANO, to_units
 from router.ledger.entry import StoredRecord
 

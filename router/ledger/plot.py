@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from router.errors import ConfigError
+from core.errors import ConfigError
 from router.ledger.report import Report, iso
 
 _COLOURS = {"tier": "tab:blue", "policy": "tab:red", "always": "tab:gray"}

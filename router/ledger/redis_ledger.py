@@ -25,7 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from router.errors import ConfigError
+from core.errors import ConfigError
 from router.ledger.config import LedgerConfig
 from router.ledger.counts import STAT_NAMES
 from router.ledger.entry import LedgerEntry

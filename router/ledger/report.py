@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from router.errors import ConfigError
+from core.errors import ConfigError
 from router.ledger.base import LedgerReader
 from router.ledger.counts import MICRO, NANO, Counts, score_units, to_units
 from router.ledger.entry import FORCED_RULE, NO_APP, StoredRecord

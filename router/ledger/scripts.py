@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from router.errors import ConfigError
+from core.errors import ConfigError
 from router.ledger.config import LedgerConfig
 from router.ledger.counts import MICRO, NANO, score_units, to_units
 from router.ledger.entry import NO_APP, LedgerEntry

@@ -15,7 +15,7 @@ from typing import cast
 import redis
 from redis.exceptions import RedisError
 
-from router.errors import ConfigError
+from core.errors import ConfigError
 from router.ledger.config import LedgerConfig
 from router.ledger.counts import MICRO, Counts
 from router.ledger.entry import LedgerEntry, StoredRecord, entry_from_dict

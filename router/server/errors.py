@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from router.errors import (
+from core.errors import (
     AuthenticationFailed,
     BackendError,
     BackendRateLimited,

@@ -21,9 +21,10 @@ from typing import TypeVar
 from starlette.requests import Request
 
 from policies.policy import Decision, Policy
+from core.names import PASSTHROUGH, ROUTER_MODELS
 from router.auth import Principal
-from router.errors import LimitExceeded, ModelNotFound
-from router.execution import PASSTHROUGH, ExecutionResult, LiveStream, passthrough_allowed, spent_calls
+from core.errors import LimitExceeded, ModelNotFound
+from router.execution import ExecutionResult, LiveStream, passthrough_allowed, spent_calls
 from router.ledger.entry import LedgerEntry
 from router.ratelimit import Rate
 from router.server.errors import describe
@@ -32,7 +33,6 @@ from router.server.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
-ROUTER_MODELS = ("router", "auto")
 T = TypeVar("T")
 
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from starlette.requests import Request
 
-from router.backends.base import Message
-from router.errors import InvalidRequest
+from core.llm import Message
+from core.errors import InvalidRequest
 from router.execution import RequestOptions
 
 ROLES = ("system", "developer", "user", "assistant")

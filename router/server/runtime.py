@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 
 from policies import PolicyStore
 from router.auth import Authenticator
-from router.errors import RouterError
+from core.errors import RouterError
 from router.execution import BackendProvider, Executor
 from router.ledger import Ledger
 from router.ratelimit import Limiter, LocalLimiter, RedisLimiter

@@ -6,8 +6,8 @@ import pytest
 
 import router.backends
 from router.backends import GenerationParams, TokenPrice, Usage, split_evenly
-from router.backends.base import validate_messages
-from router.errors import ConfigError
+from core.llm import validate_messages
+from core.errors import ConfigError
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from router.backends import (
     GenerationParams,
     TokenPrice,
 )
-from router.errors import BackendTimeout, ConfigError
+from core.errors import BackendTimeout, ConfigError
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 + 2?"}]
 

@@ -16,7 +16,7 @@ from router.backends import (
     LiteLLMSettings,
     TokenPrice,
 )
-from router.errors import (
+from core.errors import (
     BackendBadResponse,
     BackendRateLimited,
     BackendTimeout,

@@ -24,7 +24,7 @@ from router.backends import (
     resolve_model_source,
 )
 from router.backends.local import pick_device
-from router.errors import BackendTimeout, BackendUnavailable, ConfigError
+from core.errors import BackendTimeout, BackendUnavailable, ConfigError
 
 QUESTION = [{"role": "user", "content": "What is 7 + 5? Answer with just the number."}]
 

@@ -11,7 +11,7 @@ import pytest
 from classifiers.artifact import METADATA_FILE, WEIGHTS_FILE, save_classifier
 from classifiers.estimator import DifficultyClassifier
 from classifiers.loading import load_classifier
-from router.errors import ArtifactError
+from core.errors import ArtifactError
 from tests.conftest import HashEncoder, synthetic_outcomes
 
 

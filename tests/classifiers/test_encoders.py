@@ -9,7 +9,7 @@ import pytest
 
 from classifiers.embedding_cache import EmbeddingCache
 from classifiers.encoders import SentenceTransformerEncoder, load_sentence_transformer, packaged_minilm_path
-from router.errors import EmbeddingError
+from core.errors import EmbeddingError
 
 
 def test_cache_round_trip(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from classifiers.estimator import DifficultyClassifier
 from classifiers.metrics import safe_auc
-from router.errors import ConfigError, NotFittedError
+from core.errors import ConfigError, NotFittedError
 from tests.conftest import HashEncoder, synthetic_outcomes
 
 

@@ -19,7 +19,7 @@ import pytest
 import classifiers.loaders as loaders
 from classifiers.loaders import BadRow, LoadResult, load_many, load_records
 from classifiers.records import OutcomeRecord, TierOutcome, record_id
-from router.errors import DataError
+from core.errors import DataError
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SHARED_OUTCOMES = SHARED_DATA / "routellm" / "outcomes.jsonl"

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from policies import Policy, parse_policy
 from router.backends import Backend, FakeBackend, TokenPrice
 from router.cli import app
-from router.errors import BackendUnavailable, DataError
+from core.errors import BackendUnavailable, DataError
 from router.evals import detect_answer_type, load_questions, run_eval, summarise
 from router.evals.runner import POLICY_RUN, tier_run
 from router.execution import Executor

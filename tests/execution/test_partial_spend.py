@@ -9,7 +9,7 @@ import pytest
 
 from policies import parse_policy
 from router.backends import Completion, FakeBackend, GenerationParams, Message, TokenPrice
-from router.errors import BackendUnavailable
+from core.errors import BackendUnavailable
 from router.execution import Executor, RequestOptions, spent_calls
 from tests.server.support import FakeBackends
 

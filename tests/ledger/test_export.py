@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from classifiers.loaders import load_records
 from classifiers.targets import training_set
 from router.cli import app
-from router.errors import ConfigError
+from core.errors import ConfigError
 from router.ledger import FORCED_RULE, LedgerConfig, MemoryLedger, SyncRedisLedger
 from router.ledger.export import outcome_rows, record_rows, write_jsonl
 from tests.conftest import synthetic_outcomes

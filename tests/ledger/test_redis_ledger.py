@@ -11,7 +11,7 @@ from collections import defaultdict
 import pytest
 import redis
 
-from router.errors import ConfigError
+from core.errors import ConfigError
 from router.ledger import (
     Ledger,
     LedgerConfig,

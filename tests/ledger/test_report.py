@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from router.errors import ConfigError
+from core.errors import ConfigError
 from router.ledger import FORCED_RULE, LedgerConfig, MemoryLedger, SyncRedisLedger
 from router.ledger.report import build_report, parse_since, reliability
 from tests.ledger.support import make_entry

@@ -23,7 +23,7 @@ import pytest
 from classifiers.records import OutcomeRecord, TierOutcome
 from policies import load_policy, parse_policy
 from policies.calibrate import calibrate, candidate_thresholds, format_threshold, write_thresholds
-from router.errors import ConfigError
+from core.errors import ConfigError
 from tests.policies.support import DIFFICULTIES, THREE_TIERS, TWO_TIERS, records
 
 MAPPING = {"weak": "weak", "strong": "strong"}

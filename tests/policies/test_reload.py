@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from policies import Decision, PolicyStore, parse_policy
-from router.errors import PolicyError
+from core.errors import PolicyError
 from tests.policies.support import TWO_TIERS
 
 # Difficulty 0.6 goes to strong under TWO_TIERS, to weak once the edge moves to 0.7.

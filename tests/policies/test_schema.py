@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from policies import load_policy, parse_policy
-from router.errors import ConfigError, PolicyError
+from core.errors import ConfigError, PolicyError
 from tests.policies.support import THREE_TIERS, TWO_TIERS, line_of
 
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from policies import load_policy, parse_policy
 from policies.schema import SelfConsistency
 from router.cli import app
-from router.errors import PolicyError
+from core.errors import PolicyError
 from tests.conftest import REPO
 from tests.policies.support import TWO_TIERS
 

@@ -27,7 +27,7 @@ from policies.simulate import (
     resolve_mapping,
     simulate,
 )
-from router.errors import ConfigError, DataError
+from core.errors import ConfigError, DataError
 from tests.policies.support import (
     DIFFICULTIES,
     THREE_TIERS,

@@ -18,7 +18,7 @@ from policies.policy import Policy
 from policies.pricing import TokenPrice as PolicyPrice
 from policies.schema import Passthrough, Tier
 from router.backends import Backend, FakeBackend
-from router.backends.base import Completion, GenerationParams, Message, TokenPrice
+from core.llm import Completion, GenerationParams, Message, TokenPrice
 
 
 class ServerThread:

@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from router.backends import FakeBackend
-from router.errors import BackendUnavailable
+from core.errors import BackendUnavailable
 from tests.server.conftest import StartProxy
 from tests.server.support import SlowBackend, fake_tiers
 from tests.server.upstream import Upstream

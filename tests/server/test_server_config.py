@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from policies import load_policy
-from router.errors import PolicyError
+from core.errors import PolicyError
 from tests.server.support import write_policy
 
 

@@ -8,8 +8,8 @@ import logging
 import pytest
 
 from router.backends import FakeBackend, FakeReply, GenerationParams
-from router.errors import ConfigError
-from router.strategies import BestOfN, BestOfNConfig, Extendable
+from core.errors import ConfigError
+from strategies import BestOfN, BestOfNConfig, Extendable
 
 QUESTION = [{"role": "user", "content": "Capital of France?"}]
 BASE = GenerationParams(max_tokens=32)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from router.errors import ConfigError
-from router.strategies import (
+from core.errors import ConfigError
+from strategies import (
     extract_answer,
     extract_choice,
     extract_number,

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from router.backends import FakeBackend, GenerationParams, TokenPrice
-from router.errors import ConfigError
-from router.strategies import (
+from core.errors import ConfigError
+from strategies import (
     STEP_BY_STEP,
     Extendable,
     SelfConsistency,

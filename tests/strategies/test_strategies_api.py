@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import router.strategies
-from router.strategies import (
+import strategies
+from strategies import (
     BestOfN,
     ChainOfThought,
     Direct,
@@ -21,9 +21,9 @@ MODULES = {
 
 
 def test_all_is_exactly_the_public_surface() -> None:
-    public = {name for name in vars(router.strategies) if not name.startswith("_")}
-    assert set(router.strategies.__all__) == public - MODULES
-    assert len(router.strategies.__all__) == len(set(router.strategies.__all__))
+    public = {name for name in vars(strategies) if not name.startswith("_")}
+    assert set(strategies.__all__) == public - MODULES
+    assert len(strategies.__all__) == len(set(strategies.__all__))
 
 
 def test_every_strategy_fits_the_protocol() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from router.strategies import majority_vote
+from strategies import majority_vote
 
 
 @pytest.mark.parametrize(

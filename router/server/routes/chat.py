@@ -15,15 +15,15 @@ from fastapi import APIRouter, Request
 from redis.exceptions import RedisError
 from starlette.responses import Response, StreamingResponse
 
-from router.backends.base import Completion
-from router.errors import BackendError, RouterError
+from core.llm import Completion
+from core.errors import BackendError, RouterError
 from router.execution import ExecutionResult, LiveStream
 from router.server.errors import describe
 from router.server.pipeline import ChatPipeline, Disconnected, Plan, cancel_on_disconnect
 from router.server.requests import parse_chat_request, read_json
 from router.server.responses import DONE, ChunkWriter, completion_body, error_event, pieces
 from router.server.runtime import Runtime
-from router.strategies import CallRecord
+from strategies import CallRecord
 
 router = APIRouter()
 

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from router.errors import InvalidRequest
+from core.errors import InvalidRequest
 from router.server.requests import read_json
 from router.server.responses import dumps
 from router.server.runtime import Runtime

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from router.backends.base import Backend, GenerationParams, Message
-from router.strategies.base import Recorder, StrategyResult
-from router.strategies.extraction import AnswerType, check_answer_type
+from core.llm import Backend, GenerationParams, Message
+from strategies.base import Recorder, StrategyResult
+from strategies.extraction import AnswerType, check_answer_type
 
 
 @dataclass(frozen=True, slots=True)

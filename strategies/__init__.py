@@ -1,6 +1,6 @@
 """Inference-time compute strategies: how much a tier spends on one answer, every token accounted."""
 
-from router.strategies.base import (
+from strategies.base import (
     CallRecord,
     CallTotals,
     Extendable,
@@ -9,15 +9,15 @@ from router.strategies.base import (
     StrategyResult,
     with_instruction,
 )
-from router.strategies.best_of_n import BestOfN, BestOfNConfig
-from router.strategies.chain_of_thought import (
+from strategies.best_of_n import BestOfN, BestOfNConfig
+from strategies.chain_of_thought import (
     STEP_BY_STEP,
     ChainOfThought,
     ChainOfThoughtConfig,
 )
-from router.strategies.direct import Direct, DirectConfig
-from router.strategies.escalation import Escalation, EscalationConfig, EscalationStage
-from router.strategies.extraction import (
+from strategies.direct import Direct, DirectConfig
+from strategies.escalation import Escalation, EscalationConfig, EscalationStage
+from strategies.extraction import (
     ANSWER_TYPES,
     AnswerType,
     extract_answer,
@@ -28,9 +28,9 @@ from router.strategies.extraction import (
     normalize_text,
     reference_answer,
 )
-from router.strategies.reasoning import Reasoning, ReasoningConfig
-from router.strategies.self_consistency import SelfConsistency, SelfConsistencyConfig
-from router.strategies.voting import Vote, majority_vote
+from strategies.reasoning import Reasoning, ReasoningConfig
+from strategies.self_consistency import SelfConsistency, SelfConsistencyConfig
+from strategies.voting import Vote, majority_vote
 
 __all__ = [
     "ANSWER_TYPES",

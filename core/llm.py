@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypedDict, get_args, runtime_checkable
 
-from router.errors import ConfigError
+from core.errors import ConfigError
 
 ReasoningEffort = Literal["minimal", "low", "medium", "high"]
 REASONING_EFFORTS: tuple[str, ...] = get_args(ReasoningEffort)

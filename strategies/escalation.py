@@ -18,9 +18,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from router.backends.base import Backend, GenerationParams, Message
-from router.errors import ConfigError
-from router.strategies.base import CallRecord, Extendable, Strategy, StrategyResult
+from core.llm import Backend, GenerationParams, Message
+from core.errors import ConfigError
+from strategies.base import CallRecord, Extendable, Strategy, StrategyResult
 
 
 @dataclass(frozen=True, slots=True)

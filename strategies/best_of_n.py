@@ -15,13 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from router.backends.base import Backend, GenerationParams, Message
-from router.errors import ConfigError
-from router.strategies.base import Recorder, Sample, StrategyResult, with_instruction
-from router.strategies.chain_of_thought import STEP_BY_STEP
-from router.strategies.extraction import AnswerType, check_answer_type
-from router.strategies.self_consistency import check_sampling, voted_result
-from router.strategies.voting import majority_vote
+from core.llm import Backend, GenerationParams, Message
+from core.errors import ConfigError
+from strategies.base import Recorder, Sample, StrategyResult, with_instruction
+from strategies.chain_of_thought import STEP_BY_STEP
+from strategies.extraction import AnswerType, check_answer_type
+from strategies.self_consistency import check_sampling, voted_result
+from strategies.voting import majority_vote
 
 logger = logging.getLogger(__name__)
 

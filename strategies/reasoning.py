@@ -5,17 +5,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from router.backends.base import (
+from core.llm import (
     REASONING_EFFORTS,
     Backend,
     GenerationParams,
     Message,
     ReasoningEffort,
 )
-from router.errors import ConfigError
-from router.strategies.base import StrategyResult
-from router.strategies.direct import single_sample
-from router.strategies.extraction import AnswerType, check_answer_type
+from core.errors import ConfigError
+from strategies.base import StrategyResult
+from strategies.direct import single_sample
+from strategies.extraction import AnswerType, check_answer_type
 
 
 @dataclass(frozen=True, slots=True)

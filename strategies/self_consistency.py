@@ -15,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from router.backends.base import Backend, GenerationParams, Message
-from router.errors import ConfigError
-from router.strategies.base import Recorder, StrategyResult, with_instruction
-from router.strategies.chain_of_thought import STEP_BY_STEP
-from router.strategies.extraction import AnswerType, check_answer_type
-from router.strategies.voting import Vote, majority_vote
+from core.llm import Backend, GenerationParams, Message
+from core.errors import ConfigError
+from strategies.base import Recorder, StrategyResult, with_instruction
+from strategies.chain_of_thought import STEP_BY_STEP
+from strategies.extraction import AnswerType, check_answer_type
+from strategies.voting import Vote, majority_vote
 
 
 def check_sampling(section: str, n: int, temperature: float) -> None:

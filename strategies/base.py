@@ -7,9 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from router.backends.base import Backend, Completion, GenerationParams, Message
-from router.errors import BackendBadResponse, BackendError
-from router.strategies.extraction import AnswerType, extract_answer
+from core.llm import Backend, Completion, GenerationParams, Message
+from core.errors import BackendBadResponse, BackendError
+from strategies.extraction import AnswerType, extract_answer
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from router.backends.base import Backend, GenerationParams, Message
-from router.errors import ConfigError
-from router.strategies.base import StrategyResult, with_instruction
-from router.strategies.direct import single_sample
-from router.strategies.extraction import AnswerType, check_answer_type
+from core.llm import Backend, GenerationParams, Message
+from core.errors import ConfigError
+from strategies.base import StrategyResult, with_instruction
+from strategies.direct import single_sample
+from strategies.extraction import AnswerType, check_answer_type
 
 STEP_BY_STEP = (
     "Think step by step. Then give the final answer on its own line, written as 'Answer: <answer>'."

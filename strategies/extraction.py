@@ -19,7 +19,7 @@ import string
 from fractions import Fraction
 from typing import Literal, get_args
 
-from router.errors import ConfigError
+from core.errors import ConfigError
 
 AnswerType = Literal["number", "choice", "text"]
 ANSWER_TYPES: tuple[str, ...] = get_args(AnswerType)
