@@ -27,7 +27,7 @@ from policies.schema import Passthrough, StrategyConfig, Tier
 from policies.schema import Reasoning as ReasoningSchema
 from policies.schema import SelfConsistency as SelfConsistencySchema
 from core.llm import Backend, Completion, GenerationParams, Message
-from core.names import PASSTHROUGH
+from core.names import PASSTHROUGH as PASSTHROUGH
 from core.errors import BackendError, BackendUnavailable, ConfigError
 from strategies import (
     STEP_BY_STEP,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from router.server.pipeline import ROUTER_MODELS
+from core.names import ROUTER_MODELS
 from router.server.responses import dumps
 from router.server.runtime import Runtime
 
