@@ -20,9 +20,9 @@ import numpy as np
 from classifiers.embedding_cache import EmbeddingCache
 from classifiers.encoders import SentenceTransformerEncoder
 from classifiers.loaders import load_records
-from classifiers.metrics import apgr, cpt
 from classifiers.selection import out_of_fold_proba
 from classifiers.targets import training_set
+from core.metrics import apgr, cpt
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "routellm" / "outcomes.jsonl"
 
@@ -36,6 +36,11 @@ def litellm_complexity_scores(prompts: list[str]) -> np.ndarray:
 
     router = ComplexityRouter(model_name="bench", litellm_router_instance=MagicMock())
     return np.array([router.classify(prompt)[1] for prompt in prompts], dtype=float)
+
+
+def _cell(value: float | None, digits: int, width: int = 13) -> str:
+    """A metric right-aligned in its column; "-" where it is undefined (no gap between the tiers)."""
+    return f"{'-' if value is None else f'{value:.{digits}f}':>{width}s}"
 
 
 def main() -> None:
@@ -80,12 +85,12 @@ def main() -> None:
         cells = []
         for group in ("gsm8k", "mmlu", "all"):
             mask = np.ones(len(score), bool) if group == "all" else groups == group
-            cells.append(f"{apgr(score[mask], weak[mask], strong[mask]):13.3f}")
-            cells.append(f"{cpt(score[mask], weak[mask], strong[mask], 0.5):13.2f}")
+            cells.append(_cell(apgr(score[mask], weak[mask], strong[mask]), 3))
+            cells.append(_cell(cpt(score[mask], weak[mask], strong[mask], 0.5), 2))
         print(f"{name:34s}" + "".join(cells))
     best = scores["ours: ensemble"]
     summary = ", ".join(
-        f"{g} APGR {apgr(best[groups == g], weak[groups == g], strong[groups == g]):.3f}" for g in ("gsm8k", "mmlu")
+        f"{g} APGR {_cell(apgr(best[groups == g], weak[groups == g], strong[groups == g]), 3, 0)}" for g in ("gsm8k", "mmlu")
     )
     print(f"FIGURE ours (ensemble, 5-fold CV): {summary}")
 

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core import metrics
 from router.backends import (
     GenerationParams,
     LocalBackend,
@@ -63,11 +64,13 @@ class Row:
 
     @property
     def accuracy(self) -> float:
-        return self.correct / self.questions if self.questions else 0.0
+        """Correct / questions (0 before the first question)."""
+        return metrics.accuracy(self.correct, self.questions) or 0.0
 
     @property
     def tokens_per_question(self) -> float:
-        return (self.input_tokens + self.output_tokens) / self.questions if self.questions else 0.0
+        """Input plus output tokens per question (0 before the first question)."""
+        return metrics.ratio(self.input_tokens + self.output_tokens, self.questions) or 0.0
 
     def interval(self) -> tuple[float, float]:
         """95% Wilson interval of the accuracy."""

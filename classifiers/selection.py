@@ -27,10 +27,10 @@ class CrossValidation:
     proba: np.ndarray
     overall: RoutingMetrics | None
     by_source: dict[str, RoutingMetrics] = field(default_factory=dict)
-    auc: float = float("nan")
+    auc: float | None = None
 
     @property
-    def score(self) -> float:
+    def score(self) -> float | None:
         """The selection criterion: APGR (ranked by predicted gain) with two or more tiers, else AUC."""
         return self.overall.apgr if self.overall is not None else self.auc
 
@@ -83,19 +83,6 @@ def metrics_from_proba(
     return CrossValidation(params, proba, overall, by_source, auc=overall.auc)
 
 
-def cross_validate(
-    params: dict[str, object],
-    embeddings: np.ndarray,
-    targets: np.ndarray,
-    sources: Sequence[str],
-    folds: int = 5,
-    seed: int = 0,
-) -> CrossValidation:
-    """Out-of-fold predictions for one parameter set and their metrics."""
-    proba = out_of_fold_proba(params, embeddings, targets, sources, folds, seed)
-    return metrics_from_proba(params, proba, targets, sources)
-
-
 def select_model(
     embeddings: np.ndarray,
     targets: np.ndarray,
@@ -104,7 +91,10 @@ def select_model(
     seed: int = 0,
     candidates: Sequence[dict[str, object]] = CANDIDATES,
 ) -> tuple[CrossValidation, list[CrossValidation]]:
-    """Cross-validate each candidate and return the best with the whole table."""
-    results = [cross_validate(dict(params), embeddings, targets, sources, folds, seed) for params in candidates]
-    best = max(results, key=lambda result: -np.inf if np.isnan(result.score) else result.score)
+    """Cross-validate each candidate and return the best (undefined scores last) with the whole table."""
+    results = []
+    for params in candidates:
+        proba = out_of_fold_proba(params, embeddings, targets, sources, folds, seed)
+        results.append(metrics_from_proba(dict(params), proba, targets, sources))
+    best = max(results, key=lambda result: -np.inf if result.score is None else result.score)
     return best, results

@@ -17,7 +17,7 @@ from classifiers.artifact import save_classifier
 from classifiers.encoders import TextEncoder
 from classifiers.estimator import MODEL_KINDS, DifficultyClassifier
 from classifiers.loaders import LoadResult, load_many
-from classifiers.selection import CANDIDATES, CrossValidation, cross_validate, select_model
+from classifiers.selection import CANDIDATES, CrossValidation, select_model
 from classifiers.targets import TrainingSet, training_set
 from core.errors import ConfigError
 
@@ -25,15 +25,33 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
-class TrainReport:
-    """What a training run did: the chosen model, its CV metrics and the candidates it beat."""
+class Selection:
+    """Candidates cross-validated on loaded, embedded data, and the best of them."""
 
-    out: Path
+    paths: list[str]
+    encoder: TextEncoder
     loaded: LoadResult
     data: TrainingSet
+    embeddings: np.ndarray
     chosen: CrossValidation
     candidates: list[CrossValidation]
+    folds: int
+    seed: int
     seconds: dict[str, float]
+
+
+@dataclass
+class TrainReport:
+    """What a training run did: the selection it fitted, where it saved it, and how long the fit took."""
+
+    out: Path
+    selection: Selection
+    fit_seconds: float
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Seconds per step: load, embed, cross-validate, fit."""
+        return {**self.selection.seconds, "fit": self.fit_seconds}
 
 
 def data_hash(data: TrainingSet) -> str:
@@ -71,9 +89,8 @@ def load_training_data(paths: Sequence[str | Path], *, data_format: str, skip_ba
     return loaded, training_set(loaded.records)
 
 
-def train(
+def cross_validate_files(
     paths: Sequence[str | Path],
-    out: Path,
     encoder: TextEncoder,
     *,
     model: str = "auto",
@@ -81,9 +98,8 @@ def train(
     seed: int = 0,
     data_format: str = "auto",
     skip_bad_rows: bool = False,
-    store_neighbour_ids: bool = True,
-) -> TrainReport:
-    """Load, embed, cross-validate the candidates, fit the best on all rows and save the artifact."""
+) -> Selection:
+    """Load, embed and cross-validate the candidates (all kinds for `auto`), saving nothing."""
     timings: dict[str, float] = {}
     start = time.perf_counter()
     loaded, data = load_training_data(paths, data_format=data_format, skip_bad_rows=skip_bad_rows)
@@ -99,12 +115,17 @@ def train(
         params["random_state"] = seed
     chosen, table = select_model(embeddings, data.targets, data.sources, folds, seed, candidates)
     timings["cross_validate"] = time.perf_counter() - start
+    return Selection([str(p) for p in paths], encoder, loaded, data, embeddings, chosen, table, folds, seed, timings)
 
+
+def train(selection: Selection, out: Path, *, store_neighbour_ids: bool = True) -> TrainReport:
+    """Fit the chosen candidate on all rows and save the artifact with its cross-validation metrics."""
     start = time.perf_counter()
-    classifier = DifficultyClassifier(encoder, **chosen.params).fit_embeddings(  # type: ignore[arg-type]
-        embeddings, data.targets, data.tiers
+    data, chosen = selection.data, selection.chosen
+    classifier = DifficultyClassifier(selection.encoder, **chosen.params).fit_embeddings(  # type: ignore[arg-type]
+        selection.embeddings, data.targets, data.tiers
     )
-    timings["fit"] = time.perf_counter() - start
+    report = TrainReport(out, selection, time.perf_counter() - start)
 
     sources = Counter(source.split("/", 1)[0] for source in data.sources)
     save_classifier(
@@ -112,38 +133,18 @@ def train(
         out,
         label_definition=data.label_definition,
         training={
-            "files": [str(p) for p in paths],
+            "files": selection.paths,
             "rows": len(data.texts),
-            "skipped_rows": len(loaded.skipped),
+            "skipped_rows": len(selection.loaded.skipped),
             "rows_by_source": dict(sorted(sources.items())),
             "data_sha256": data_hash(data),
             "tier_success_rate": dict(zip(data.tiers, np.round(data.targets.mean(axis=0), 4).tolist(), strict=True)),
-            "folds": folds,
-            "seed": seed,
-            "seconds": {k: round(v, 2) for k, v in timings.items()},
+            "folds": selection.folds,
+            "seed": selection.seed,
+            "seconds": {k: round(v, 2) for k, v in report.seconds.items()},
         },
-        cv_metrics={"chosen": cv_summary(chosen), "candidates": [cv_summary(c) for c in table]},
+        cv_metrics={"chosen": cv_summary(chosen), "candidates": [cv_summary(c) for c in selection.candidates]},
         neighbour_ids=data.ids if store_neighbour_ids else None,
         neighbour_sources=data.sources if store_neighbour_ids else None,
     )
-    return TrainReport(out, loaded, data, chosen, table, timings)
-
-
-def cross_validate_files(
-    paths: Sequence[str | Path],
-    encoder: TextEncoder,
-    *,
-    model: str = "auto",
-    folds: int = 5,
-    seed: int = 0,
-    data_format: str = "auto",
-    skip_bad_rows: bool = False,
-) -> tuple[TrainingSet, list[CrossValidation]]:
-    """Cross-validate each candidate on the files without saving anything."""
-    _, data = load_training_data(paths, data_format=data_format, skip_bad_rows=skip_bad_rows)
-    embeddings = encoder.encode(data.texts)
-    results = []
-    for params in candidates_for(model):
-        params["random_state"] = seed
-        results.append(cross_validate(params, embeddings, data.targets, data.sources, folds, seed))
-    return data, results
+    return report

@@ -20,8 +20,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from classifiers.records import OutcomeRecord
-from policies.policy import Policy, estimate_tokens
 from core.errors import ConfigError, DataError
+from core.metrics import cost_per_correct, ratio
+from policies.policy import Policy, estimate_tokens
 
 MappingMethod = Literal["explicit", "by name", "by cost order"]
 
@@ -322,7 +323,7 @@ def _result(
         accuracy=accuracy,
         total_cost_usd=total,
         cost_per_1k_usd=total / matrix.size * 1000.0,
-        cost_per_correct_usd=total / correct if correct > 0 else None,
-        quality=accuracy / strongest_accuracy if strongest_accuracy else None,
+        cost_per_correct_usd=cost_per_correct(total, correct),
+        quality=ratio(accuracy, strongest_accuracy or 0.0),
         shares={tier: float(share) for tier, share in zip(matrix.tiers, shares, strict=True)},
     )

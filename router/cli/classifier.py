@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from enum import Enum
 from pathlib import Path
@@ -73,8 +72,8 @@ def _encoder(name: str | None, no_cache: bool) -> Any:
     )
 
 
-def _fmt(value: float) -> str:
-    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _metrics_table(title: str, rows: list[tuple[str, Any]]) -> Table:
@@ -126,18 +125,19 @@ def train_command(
     verbose: VerboseOption = False,
 ) -> None:
     """Train a difficulty classifier on routing outcomes and save it to --out."""
-    from classifiers.training import train
+    from classifiers.training import cross_validate_files, train
 
     configure_logging(verbose)
-    report = train(
-        data, out, _encoder(embedding_model, no_cache), model=estimator.value, folds=cv, seed=seed,
-        data_format=data_format.value, skip_bad_rows=skip_bad_rows, store_neighbour_ids=not no_neighbour_ids,
+    selection = cross_validate_files(
+        data, _encoder(embedding_model, no_cache), model=estimator.value, folds=cv, seed=seed,
+        data_format=data_format.value, skip_bad_rows=skip_bad_rows,
     )
-    console().print(report.loaded.summary())
-    for result in report.candidates:
+    report = train(selection, out, store_neighbour_ids=not no_neighbour_ids)
+    console().print(selection.loaded.summary())
+    for result in selection.candidates:
         _print_result(f"{cv}-fold CV: {_describe(result.params)}", result)
     seconds = ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items())
-    console().print(f"chosen: {_describe(report.chosen.params)}; timings: {seconds}")
+    console().print(f"chosen: {_describe(selection.chosen.params)}; timings: {seconds}")
     console().print(f"saved classifier to {out}")
 
 
@@ -177,15 +177,15 @@ def evaluate_command(
     if scores_out is not None and cv is None:
         raise typer.BadParameter("--scores-out needs --cv K (out-of-fold scores)")
     if cv is not None:
-        dataset, results = cross_validate_files(
+        selection = cross_validate_files(
             data, _encoder(embedding_model, no_cache), model=estimator.value, folds=cv, seed=seed,
             data_format=data_format.value, skip_bad_rows=skip_bad_rows,
         )
+        results, best = selection.candidates, selection.chosen
         if scores_out is not None:
             from classifiers.evaluation import write_out_of_fold_scores
 
-            best = max(results, key=lambda r: -math.inf if math.isnan(r.score) else r.score)
-            write_out_of_fold_scores(scores_out, dataset.ids, best.proba)
+            write_out_of_fold_scores(scores_out, selection.data.ids, best.proba)
             typer.echo(f"wrote out-of-fold scores of {_describe(best.params)} to {scores_out}", err=True)
         if as_json:
             typer.echo(json.dumps([cv_summary(r) for r in results], indent=2))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import sys
 from enum import Enum
 from pathlib import Path
@@ -33,8 +32,8 @@ class AnswerTypeChoice(str, Enum):
     text = "text"
 
 
-def _money(value: float) -> str:
-    return "-" if math.isinf(value) or math.isnan(value) else f"${value:.6f}"
+def _money(value: float | None) -> str:
+    return "-" if value is None else f"${value:.6f}"
 
 
 @reports_errors
@@ -132,7 +131,8 @@ def _print_summary(rows: list[EvalRow], output: Path) -> None:
         table.add_column(column, justify="left" if column == "run" else "right")
     for summary in runs + tiers:
         table.add_row(
-            summary.name, str(summary.questions), f"{summary.accuracy:.3f}", _money(summary.cost_usd),
+            summary.name, str(summary.questions), "-" if summary.accuracy is None else f"{summary.accuracy:.3f}",
+            _money(summary.cost_usd),
             _money(summary.cost_per_correct), str(summary.input_tokens), str(summary.output_tokens),
         )
     Console(width=110).print(table)

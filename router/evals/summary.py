@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from core.metrics import accuracy, cost_per_correct
 from router.evals.runner import EvalRow
 
 
@@ -21,14 +22,14 @@ class RunSummary:
     latency_s: float
 
     @property
-    def accuracy(self) -> float:
-        """Share answered correctly."""
-        return self.correct / self.questions if self.questions else float("nan")
+    def accuracy(self) -> float | None:
+        """Share answered correctly (None with no questions)."""
+        return accuracy(self.correct, self.questions)
 
     @property
-    def cost_per_correct(self) -> float:
-        """Total cost divided by correct answers; infinite when none is correct."""
-        return self.cost_usd / self.correct if self.correct else float("inf")
+    def cost_per_correct(self) -> float | None:
+        """Total cost divided by correct answers; None when none is correct (see core.metrics)."""
+        return cost_per_correct(self.cost_usd, self.correct)
 
 
 def _total(name: str, rows: list[EvalRow]) -> RunSummary:

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from core.metrics import accuracy, cost_per_correct, ratio
+
 NANO = 1_000_000_000  # units of cost_nusd per USD
 MICRO = 1_000_000  # units of latency_us per second, and of correct_e6 per correct answer
 
@@ -30,19 +32,6 @@ STAT_NAMES = (
     "outages",  # times Redis went from reachable to unreachable
     "invalid",  # entries that could not be encoded (a bug in the caller; logged, not raised)
 )
-
-COUNTER_FIELDS = (
-    "requests",
-    "errors",
-    "cost_nusd",
-    "input_tokens",
-    "output_tokens",
-    "latency_us",
-    "graded",
-    "graded_cost_nusd",
-    "correct_e6",
-)
-
 
 def to_units(value: float | None, scale: int) -> int:
     """A non-negative amount in integer units; missing, negative or non-finite amounts count as 0."""
@@ -76,7 +65,7 @@ class Counts:
     @classmethod
     def from_hash(cls, data: Mapping[Any, Any]) -> Counts:
         """Counts from a Redis hash (absent fields are 0; unknown fields are ignored)."""
-        return cls(**{name: int(data[name]) for name in COUNTER_FIELDS if name in data})
+        return cls(**{item.name: int(data[item.name]) for item in fields(cls) if item.name in data})
 
     def add(self, other: Counts) -> None:
         """Add another aggregate into this one."""
@@ -101,19 +90,19 @@ class Counts:
     @property
     def accuracy(self) -> float | None:
         """Correct among graded, or None when nothing is graded."""
-        return self.correct / self.graded if self.graded else None
+        return accuracy(self.correct, self.graded)
 
     @property
     def cost_per_request(self) -> float | None:
         """Mean cost of a request, or None with no requests."""
-        return self.cost_usd / self.requests if self.requests else None
+        return ratio(self.cost_usd, self.requests)
 
     @property
     def cost_per_correct(self) -> float | None:
-        """Cost of graded requests / correct among graded; None when no graded answer was correct."""
-        return self.graded_cost_nusd / NANO / self.correct if self.correct_e6 > 0 else None
+        """Cost of graded requests / correct among graded (core.metrics.cost_per_correct: None when none was)."""
+        return cost_per_correct(self.graded_cost_usd, self.correct)
 
     @property
     def mean_latency_s(self) -> float | None:
         """Mean latency of a request, or None with no requests."""
-        return self.latency_us / MICRO / self.requests if self.requests else None
+        return ratio(self.latency_us / MICRO, self.requests)

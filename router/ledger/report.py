@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from core.errors import ConfigError
+from core.metrics import CALIBRATION_BINS, calibration_bins, calibration_error
 from router.ledger.base import LedgerReader
 from router.ledger.counts import MICRO, NANO, Counts, score_units, to_units
 from router.ledger.entry import FORCED_RULE, NO_APP, StoredRecord
@@ -27,7 +28,6 @@ BY_CHOICES: tuple[By, ...] = ("tier", "policy", "app", "day")
 Source = Literal["records", "aggregates"]
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
-RELIABILITY_BINS = 10
 
 
 def parse_since(text: str, now: float) -> float | None:
@@ -195,32 +195,19 @@ def _rows(groups: dict[str, Counts], by: By) -> tuple[list[ReportRow], ReportRow
     return rows, ReportRow("total", total, 1.0 if total.requests else 0.0)
 
 
-def reliability(records: Sequence[StoredRecord], tier: str, bins: int = RELIABILITY_BINS) -> Reliability | None:
+def reliability(records: Sequence[StoredRecord], tier: str, bins: int = CALIBRATION_BINS) -> Reliability | None:
     """Reliability of the difficulty score for one tier's graded records (None when there are none)."""
     pairs = [
-        (min(max(float(r.entry.difficulty), 0.0), 1.0), 1.0 - r.score)
+        (r.entry.difficulty, 1.0 - r.score)  # difficulty predicts failure
         for r in records
         if r.entry.tier == tier and r.score is not None and r.entry.difficulty is not None
         and math.isfinite(r.entry.difficulty)
     ]
-    if not pairs:
+    table = calibration_bins([p for p, _ in pairs], [failed for _, failed in pairs], bins)
+    ece = calibration_error(table)
+    if ece is None:
         return None
-    sums: list[list[float]] = [[0, 0.0, 0.0] for _ in range(bins)]
-    for predicted, failed in pairs:
-        slot = sums[min(int(predicted * bins), bins - 1)]
-        slot[0] += 1
-        slot[1] += predicted
-        slot[2] += failed
-    table: list[dict[str, float | int]] = []
-    ece = 0.0
-    for index, (count, predicted_sum, failed_sum) in enumerate(sums):
-        if not count:
-            continue
-        predicted, observed = predicted_sum / count, failed_sum / count
-        ece += count / len(pairs) * abs(predicted - observed)
-        table.append({"lo": index / bins, "hi": (index + 1) / bins, "n": int(count),
-                      "predicted": round(predicted, 6), "observed": round(observed, 6)})
-    return Reliability(tier, len(pairs), ece, table)
+    return Reliability(tier, len(pairs), ece, [b.as_dict() for b in table])
 
 
 def _analyse(report: Report, records: Sequence[StoredRecord]) -> None:
