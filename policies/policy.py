@@ -378,12 +378,14 @@ class Policy:
             )
         if budgets.per_key_daily_usd is not None:
             left = budgets.per_key_daily_usd - spent_today_usd
-            limits.append(
-                (
-                    left,
-                    f"the ${left:.6f} left of the key's daily budget ${budgets.per_key_daily_usd:g}",
-                )
+            daily = f"${budgets.per_key_daily_usd:g}"
+            # Concurrent reservations can push the spend past the limit: never print a negative amount.
+            text = (
+                f"the ${left:.6f} left of the key's daily budget {daily}"
+                if left > 0
+                else f"the key's daily budget {daily}, which is used up for today (UTC)"
             )
+            limits.append((left, text))
         if not limits:
             return BudgetVerdict("allow", decision, None, "no budget is set")
         limit, limit_text = min(limits)

@@ -43,6 +43,7 @@ from core.errors import (
     RequestError,
     RouterError,
 )
+from router.server.middleware import REQUEST_ID_HEADER
 from router.server.responses import error_body
 
 logger = logging.getLogger(__name__)
@@ -115,22 +116,26 @@ def _validation_info(error: RequestValidationError) -> ErrorInfo:
     return ErrorInfo(400, "invalid_request_error", "invalid_value", f"{param or 'body'}: {message}.", param)
 
 
-def install_error_handlers(app: FastAPI, count_error: Callable[[str], None]) -> None:
-    """Register the handlers; `count_error(code)` feeds the errors metric."""
+def install_error_handlers(app: FastAPI, count_error: Callable[[Request, str, int], None]) -> None:
+    """Register the handlers; `count_error(request, code, status)` feeds the metrics."""
 
     async def on_router_error(request: Request, error: Exception) -> Response:
         info = describe(error)
-        count_error(info.code or "unknown")
+        count_error(request, info.code or "unknown", info.status)
+        request_id = getattr(request.state, "request_id", None)
         if info.status >= 500 and not isinstance(error, RouterError | RedisError):
-            logger.error(
-                "request %s failed unexpectedly", getattr(request.state, "request_id", "?"), exc_info=error
-            )
-        return error_response(info)
+            logger.error("request %s failed unexpectedly", request_id or "?", exc_info=error)
+        response = error_response(info)
+        if request_id is not None:
+            # A bug's 500 is answered by Starlette's outermost ServerErrorMiddleware, outside
+            # RequestIdMiddleware: set the header here, so the id the body points to is there.
+            response.headers[REQUEST_ID_HEADER] = request_id
+        return response
 
     async def on_validation_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, RequestValidationError)
         info = _validation_info(error)
-        count_error(info.code or "unknown")
+        count_error(request, info.code or "unknown", info.status)
         return error_response(info)
 
     async def on_http_error(request: Request, error: Exception) -> Response:
@@ -140,7 +145,7 @@ def install_error_handlers(app: FastAPI, count_error: Callable[[str], None]) -> 
         message = str(error.detail)
         if error.status_code == 404 and message == "Not Found":
             message = f"Unknown path {request.url.path}; this proxy serves /v1/chat/completions and /v1/models."
-        count_error(code or str(error.status_code))
+        count_error(request, code or str(error.status_code), error.status_code)
         headers = dict(error.headers) if error.headers else None
         return error_response(ErrorInfo(error.status_code, error_type, code, message, None, headers))
 

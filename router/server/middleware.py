@@ -9,7 +9,7 @@ import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-REQUEST_ID_HEADER = b"x-router-request-id"
+REQUEST_ID_HEADER = "x-router-request-id"
 
 
 def new_request_id() -> str:
@@ -29,11 +29,13 @@ class RequestIdMiddleware:
             return
         request_id = new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
-        header = (REQUEST_ID_HEADER, request_id.encode())
+        header = (REQUEST_ID_HEADER.encode(), request_id.encode())
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), header]
+                headers = list(message.get("headers", ()))
+                if all(name.lower() != header[0] for name, _ in headers):  # the error handler may have set it
+                    message["headers"] = [*headers, header]
             await send(message)
 
         await self.app(scope, receive, send_with_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,6 +113,14 @@ async def read_json(request: Request, limit: int) -> Any:
     except (UnicodeDecodeError, RecursionError):
         raise InvalidRequest(
             "The request body is not valid UTF-8 JSON, or is nested too deeply; send a plain JSON object.",
+            code="invalid_json",
+        ) from None
+    except ValueError:
+        # After JSONDecodeError and UnicodeDecodeError (both ValueErrors): what is left is int()'s
+        # refusal of an integer past sys.get_int_max_str_digits(), a guard against quadratic parsing.
+        raise InvalidRequest(
+            "The request body holds an integer with too many digits (more than "
+            f"{sys.get_int_max_str_digits()}); send numbers of ordinary size.",
             code="invalid_json",
         ) from None
 
@@ -284,8 +293,13 @@ def _number(present: Mapping[str, Any], key: str, low: float, high: float, *, cl
     if key not in present:
         return None
     value = present[key]
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidRequest(f"{key}: must be a number, not {_json_type(value)}.", param=key, code="invalid_type")
+    if not math.isfinite(value):
+        raise InvalidRequest(
+            f"{key}: must be a finite number; NaN and Infinity are not allowed (got {value}).",
+            param=key, code="invalid_value",
+        )
     if not (low <= value if closed_low else low < value) or value > high:
         bracket = "[" if closed_low else "("
         raise InvalidRequest(f"{key}: must be in {bracket}{low:g}, {high:g}] (got {value}).", param=key, code="invalid_value")

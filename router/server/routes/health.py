@@ -1,4 +1,4 @@
-"""GET /healthz: 200 once models are loaded and requests are served, 503 before (or after a failed start)."""
+"""GET (or HEAD) /healthz: 200 once models are loaded and requests are served, 503 before (or after a failed start)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from router.server.runtime import Runtime
 router = APIRouter()
 
 
+# HEAD too: load balancers and uptime checkers probe with it. A route of its own, out of the
+# schema: one route with both methods gives two OpenAPI operations with one duplicate id.
+@router.head("/healthz", include_in_schema=False)
 @router.get("/healthz")
 async def health(request: Request) -> Response:
     """Readiness; Redis is reported but does not decide it (limits fail open without it)."""
