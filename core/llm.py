@@ -10,12 +10,22 @@ summing over the list always gives the call's exact totals):
   remainder), so the sum is still exact.
 - `latency_s` is the wall time of the whole call, the same on every completion of it; add
   latencies per call, never per completion.
+- A stream whose upstream sends no usage is still billed, from an estimate rather than an error
+  (the client already has the text): input tokens are `estimate_tokens` of the message contents
+  together, output tokens the larger of the number of text pieces received (a server that streams
+  token by token sends one piece per token) and `estimate_tokens` of the text (one that batches
+  tokens sends fewer pieces), and at least 1. The backend logs a warning when it estimates.
+
+Prices: a `TokenPrice` is the one resolved price of a tier, computed by the policy
+(policies/pricing.py) and handed to its backend unchanged. A backend that measures how long the
+model was busy (the local one) bills `gpu_hour_usd` for that time when it is set; every other
+backend bills the per-million prices, which for an hourly price are its per-token estimate.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, TypedDict, get_args, runtime_checkable
 
@@ -104,27 +114,54 @@ class Completion:
     model: str
 
 
+PriceSource = Literal["explicit", "config", "gpu_hour", "litellm", "free"]
+
+
 @dataclass(frozen=True, slots=True)
 class TokenPrice:
-    """A price in USD per million input and output tokens."""
+    """A tier's price: USD per million input and output tokens, where it came from, and an hourly machine price.
 
-    input_per_mtok_usd: float = 0.0
-    output_per_mtok_usd: float = 0.0
+    `source` is "explicit" (built in code), "config" (router.yaml's per-million prices), "gpu_hour"
+    (router.yaml's hourly price, turned into per-token estimates through the throughput),
+    "litellm" (LiteLLM's price map) or "free" (a local tier, or an own server, with no price).
+    """
+
+    input_per_million: float = 0.0
+    output_per_million: float = 0.0
+    source: PriceSource = "explicit"
+    gpu_hour_usd: float | None = None
 
     def __post_init__(self) -> None:
-        if self.input_per_mtok_usd < 0 or self.output_per_mtok_usd < 0:
+        if min(self.input_per_million, self.output_per_million, self.gpu_hour_usd or 0.0) < 0:
             raise ConfigError(
-                "price: per-million-token prices must be >= 0 "
-                f"(got input={self.input_per_mtok_usd}, output={self.output_per_mtok_usd})."
+                "price: prices must be >= 0; use 0 for a machine you do not pay by use "
+                f"(got input={self.input_per_million}, output={self.output_per_million}, "
+                f"gpu_hour_usd={self.gpu_hour_usd})."
             )
+
+    @property
+    def input_per_token(self) -> float:
+        """USD per input token."""
+        return self.input_per_million / 1e6
+
+    @property
+    def output_per_token(self) -> float:
+        """USD per output token."""
+        return self.output_per_million / 1e6
 
     def input_cost(self, tokens: int) -> float:
         """USD for `tokens` prompt tokens."""
-        return tokens * self.input_per_mtok_usd / 1e6
+        return tokens * self.input_per_million / 1e6
 
     def output_cost(self, tokens: int) -> float:
         """USD for `tokens` generated tokens."""
-        return tokens * self.output_per_mtok_usd / 1e6
+        return tokens * self.output_per_million / 1e6
+
+    def cost(self, input_tokens: int, output_tokens: int, busy_s: float | None = None) -> float:
+        """USD for one call: its measured busy time at `gpu_hour_usd` when both are known, else its tokens."""
+        if busy_s is not None and self.gpu_hour_usd is not None:
+            return self.gpu_hour_usd * busy_s / 3600.0
+        return self.input_cost(input_tokens) + self.output_cost(output_tokens)
 
 
 @runtime_checkable
@@ -134,6 +171,30 @@ class Backend(Protocol):
     async def generate(self, messages: Sequence[Message], params: GenerationParams) -> list[Completion]:
         """Return up to `params.n` completions for `messages` (fewer only if the upstream gave fewer)."""
         ...
+
+
+@runtime_checkable
+class StreamingBackend(Backend, Protocol):
+    """A backend that can also stream one completion: text deltas, then the whole Completion."""
+
+    def stream(self, messages: Sequence[Message], params: GenerationParams) -> AsyncIterator[str | Completion]:
+        """Yield text pieces as they come, then exactly one Completion with usage and cost."""
+        ...
+
+
+CHARS_PER_TOKEN = 4
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens in `text` without a tokenizer: about 4 characters per token, rounded up."""
+    return (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+
+
+def estimate_stream_usage(messages: Sequence[Message], pieces: Sequence[str]) -> Usage:
+    """The usage of a stream that reported none (the module docstring's rule)."""
+    prompt = estimate_tokens("".join(message["content"] for message in messages))
+    output = max(sum(1 for piece in pieces if piece), estimate_tokens("".join(pieces)), 1)
+    return Usage(prompt, output)
 
 
 def split_evenly(total: int, parts: int) -> list[int]:

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+from core.names import PASSTHROUGH, ROUTER_MODELS
 from policies.pricing import TokenPrice, price_from_config, resolve_price
-from policies.schema import Band, BestOfN, PolicyFile, Reasoning, Rule, SelfConsistency, Tier
+from policies.schema import Band, PolicyFile, Rule, Tier
 
 Loc = tuple[str | int, ...]
 Problem = tuple[Loc, str]
 MissingTier = Callable[[Loc, str], Problem]
 
-AGREEMENT_STRATEGIES = "self_consistency, or best_of_n with scorer: agreement"
+AGREEMENT_STRATEGIES = "self_consistency, best_of_n with scorer: agreement, or verify"
 
 
 def check_policy(config: PolicyFile) -> tuple[list[Problem], dict[str, TokenPrice]]:
-    """All cross-field problems of `config`, and the per-token price of each tier that has one."""
+    """All cross-field problems of `config`, and the price of each tier (and of pass-through) that has one."""
     problems: list[Problem] = []
     prices: dict[str, TokenPrice] = {}
     problems.extend(_check_tiers(config, prices))
@@ -37,11 +38,13 @@ def check_policy(config: PolicyFile) -> tuple[list[Problem], dict[str, TokenPric
                 problems.append((("fallbacks", key, j), "a tier cannot be its own fallback"))
             elif target in targets[:j]:
                 problems.append((("fallbacks", key, j), f"'{target}' is listed twice"))
-    problems.extend(_check_server(config, known, missing))
+    problems.extend(_check_server(config, known, missing, prices))
     return problems, prices
 
 
-def _check_server(config: PolicyFile, known: set[str], missing: MissingTier) -> Iterator[Problem]:
+def _check_server(
+    config: PolicyFile, known: set[str], missing: MissingTier, prices: dict[str, TokenPrice]
+) -> Iterator[Problem]:
     server = config.server
     names: set[str] = set()
     for i, key in enumerate(server.api_keys):
@@ -54,6 +57,8 @@ def _check_server(config: PolicyFile, known: set[str], missing: MissingTier) -> 
         priced = price_from_config(server.passthrough.price)
         if isinstance(priced, str):
             yield ("server", "passthrough", "price"), priced
+        else:
+            prices[PASSTHROUGH] = priced  # a reserved name: no tier can take it
     for j, target in enumerate(server.passthrough.fallbacks):
         if target not in known:
             yield missing(("server", "passthrough", "fallbacks", j), target)
@@ -85,6 +90,8 @@ def _check_tiers(config: PolicyFile, prices: dict[str, TokenPrice]) -> Iterator[
             )
         else:
             first_index[tier.name] = i
+        if tier.name in (PASSTHROUGH, *ROUTER_MODELS):
+            yield (*loc, "name"), f"'{tier.name}' is reserved for the proxy's own model names; rename the tier"
         yield from _check_backend_options(tier, loc)
         yield from _check_strategy(tier, loc)
         if tier.expected_output_tokens > tier.max_tokens:
@@ -116,31 +123,8 @@ def _check_backend_options(tier: Tier, loc: Loc) -> Iterator[Problem]:
 
 
 def _check_strategy(tier: Tier, loc: Loc) -> Iterator[Problem]:
-    strategy = tier.strategy
-    sloc: Loc = (*loc, "strategy")
-    if isinstance(strategy, Reasoning):
-        if (strategy.effort is None) == (strategy.thinking_budget_tokens is None):
-            yield sloc, ("give exactly one of effort (low, medium, high) or thinking_budget_tokens")
-        if tier.backend != "litellm":
-            yield (
-                (*sloc, "type"),
-                (
-                    "reasoning needs backend: litellm and a provider with reasoning controls; "
-                    "use chain_of_thought for a local model"
-                ),
-            )
-        budget = strategy.thinking_budget_tokens
-        if budget is not None and budget >= tier.max_tokens:
-            yield (
-                (*sloc, "thinking_budget_tokens"),
-                (
-                    f"must be < max_tokens ({tier.max_tokens}): providers count thinking tokens "
-                    "against max_tokens; raise max_tokens"
-                ),
-            )
-    elif isinstance(strategy, SelfConsistency):
-        if strategy.round_size is not None and strategy.round_size > strategy.n:
-            yield (*sloc, "round_size"), f"must be <= n ({strategy.n})"
+    for where, message in tier.strategy.problems(backend=tier.backend, max_tokens=tier.max_tokens):
+        yield (*loc, "strategy", *where), message
 
 
 def _check_rules(config: PolicyFile, known: set[str], missing: MissingTier) -> Iterator[Problem]:
@@ -248,10 +232,7 @@ def _check_escalation(
             yield missing((*loc, "from_tier"), step.from_tier)
         else:
             strategy = strategies[step.from_tier]
-            gives_agreement = isinstance(strategy, SelfConsistency) or (
-                isinstance(strategy, BestOfN) and strategy.scorer == "agreement"
-            )
-            if not gives_agreement:
+            if not strategy.measures_confidence():
                 yield (
                     (*loc, "from_tier"),
                     (

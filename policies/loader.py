@@ -19,7 +19,8 @@ from pydantic_core import ErrorDetails
 
 from policies.checks import Loc, Problem, check_policy
 from policies.policy import Policy
-from policies.schema import STRATEGY_TYPES, PolicyFile
+from policies.schema import PolicyFile
+from strategies import STRATEGY_TYPES
 from core.errors import PolicyError
 
 DEFAULT_POLICY_PATH = Path("router.yaml")

@@ -15,23 +15,14 @@ from typing import Literal
 
 from policies.checks import band_of
 from core.errors import ConfigError
-from core.names import FORCED_RULE
+from core.names import FORCED_RULE, PASSTHROUGH
 from policies.pricing import TokenPrice
-from policies.schema import (
-    BestOfN,
-    ChainOfThought,
-    Escalation,
-    PolicyFile,
-    Reasoning,
-    Rule,
-    SelfConsistency,
-    StrategyConfig,
-    Tier,
-)
+from policies.schema import EscalationStep, PolicyFile, Rule, Tier
+from strategies import Direct, Strategy
+
+_DIRECT = Direct()
 
 CHARS_PER_TOKEN = 4
-# Reasoning tokens assumed for cost estimates when a tier gives an effort level, not a budget.
-REASONING_EFFORT_TOKENS = {"low": 1024, "medium": 4096, "high": 16384}
 
 
 def estimate_tokens(text: str) -> int:
@@ -39,41 +30,12 @@ def estimate_tokens(text: str) -> int:
     return (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
 
 
-def strategy_samples(strategy: StrategyConfig) -> int:
-    """How many completions the strategy asks for at most."""
-    return strategy.n if isinstance(strategy, SelfConsistency | BestOfN) else 1
-
-
-def reasoning_tokens(strategy: StrategyConfig) -> int:
-    """Extra output tokens a reasoning strategy is expected to spend thinking."""
-    if not isinstance(strategy, Reasoning):
-        return 0
-    if strategy.thinking_budget_tokens is not None:
-        return strategy.thinking_budget_tokens
-    return REASONING_EFFORT_TOKENS[strategy.effort or "medium"]
-
-
-def describe_strategy(strategy: StrategyConfig) -> str:
-    """A short human description, e.g. 'self_consistency n=5, chain of thought'."""
-    if isinstance(strategy, SelfConsistency | BestOfN):
-        extra = f", scorer {strategy.scorer}" if isinstance(strategy, BestOfN) else ""
-        cot = ", chain of thought" if strategy.chain_of_thought else ""
-        return f"{strategy.type} n={strategy.n}{extra}{cot}"
-    if isinstance(strategy, Reasoning):
-        if strategy.thinking_budget_tokens is not None:
-            return f"reasoning, thinking budget {strategy.thinking_budget_tokens} tokens"
-        return f"reasoning, effort {strategy.effort}"
-    if isinstance(strategy, ChainOfThought):
-        return "chain_of_thought"
-    return "direct"
-
-
 @dataclass(frozen=True, slots=True)
 class Decision:
     """Where one query goes, how much compute it gets, what that should cost, and why."""
 
     tier: str
-    strategy: StrategyConfig
+    strategy: Strategy
     rule: str
     expected_cost_usd: float
     reasons: tuple[str, ...]
@@ -81,7 +43,8 @@ class Decision:
     difficulty: float
     prompt_tokens: int
     fallbacks: tuple[str, ...] = ()
-    escalation: tuple[Escalation, ...] = ()
+    escalation: tuple[EscalationStep, ...] = ()
+    upstream_model: str | None = None  # pass-through only: the model forwarded to
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,17 +80,17 @@ class _TierPlan:
         tier: Tier,
         price: TokenPrice,
         fallbacks: tuple[str, ...],
-        escalation: tuple[Escalation, ...],
+        escalation: tuple[EscalationStep, ...],
     ) -> None:
-        samples = strategy_samples(tier.strategy)
-        output_tokens = tier.expected_output_tokens + reasoning_tokens(tier.strategy)
+        samples = tier.strategy.max_samples()
+        output_tokens = tier.expected_output_tokens + tier.strategy.extra_output_tokens()
         self.config = tier
         self.price = price
         # Every sample is priced as its own call: an upper bound where a provider shares the prompt.
         self.cost_per_prompt_token = samples * price.input_per_token
         self.cost_fixed = samples * output_tokens * price.output_per_token
         self.why = (
-            f"tier '{tier.name}' ({tier.backend} {tier.model}): {describe_strategy(tier.strategy)}"
+            f"tier '{tier.name}' ({tier.backend} {tier.model}): {tier.strategy.describe()}"
         )
         self.fallbacks = fallbacks
         self.escalation = escalation
@@ -200,6 +163,7 @@ class Policy:
         "_rules",
         "_by_cost",
         "_bands",
+        "_passthrough_price",
     )
 
     def __init__(
@@ -229,6 +193,7 @@ class Policy:
             if (band := band_of(rule)) is not None
         ]
         self._bands = tuple(i for _, i in sorted(bands))
+        self._passthrough_price = prices.get(PASSTHROUGH)
 
     @property
     def config(self) -> PolicyFile:
@@ -271,6 +236,14 @@ class Policy:
     def price(self, tier: str) -> TokenPrice:
         """The per-token price of `tier`."""
         return self._plans[tier].price
+
+    def escalation(self, tier: str) -> tuple[EscalationStep, ...]:
+        """The escalation steps that start from `tier`, in file order."""
+        return self._plans[tier].escalation
+
+    def fallbacks(self, tier: str) -> tuple[str, ...]:
+        """The tiers tried, in order, when `tier` fails."""
+        return self._plans[tier].fallbacks
 
     def expected_cost(self, tier: str, prompt_tokens: int) -> float:
         """Expected USD for a prompt of `prompt_tokens` on `tier`, all strategy samples included."""
@@ -361,8 +334,29 @@ class Policy:
             policy_version=self._version,
             difficulty=float("nan"),
             prompt_tokens=tokens,
-            fallbacks=tuple(self._config.fallbacks.get(tier, ())),
-            escalation=tuple(step for step in self._config.escalation if step.from_tier == tier),
+            fallbacks=self.fallbacks(tier),
+            escalation=self.escalation(tier),
+        )
+
+    def passthrough(self, model: str, query: str) -> Decision:
+        """The decision for a model forwarded untouched: one direct call, then the pass-through fallbacks."""
+        config = self._config.server.passthrough
+        tokens = estimate_tokens(query)
+        cost = 0.0
+        if self._passthrough_price is not None:
+            price = self._passthrough_price  # no output estimate for an unknown model: its limit is the bound
+            cost = tokens * price.input_per_token + config.max_tokens * price.output_per_token
+        return Decision(
+            tier=PASSTHROUGH,
+            strategy=_DIRECT,
+            rule=PASSTHROUGH,
+            expected_cost_usd=cost,
+            reasons=(f"model {model!r} is forwarded untouched (server.passthrough.models)",),
+            policy_version=self._version,
+            difficulty=float("nan"),
+            prompt_tokens=tokens,
+            fallbacks=tuple(config.fallbacks),
+            upstream_model=model,
         )
 
     def apply_budget(self, decision: Decision, spent_today_usd: float = 0.0) -> BudgetVerdict:
@@ -437,6 +431,8 @@ class Policy:
             rules[index] = rule.model_copy(update={"when": when})
         config = self._config.model_copy(update={"rules": rules})
         prices = {name: plan.price for name, plan in self._plans.items()}
+        if self._passthrough_price is not None:
+            prices[PASSTHROUGH] = self._passthrough_price
         return Policy(config, prices, version=f"{self._version}+calibrating", source=self._source)
 
     def __repr__(self) -> str:

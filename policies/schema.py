@@ -1,5 +1,6 @@
 """The pydantic schema of router.yaml: every key, its type and its per-field limits.
 
+A tier's `strategy:` section is validated by the strategy itself (`strategies.registry`).
 Checks that span fields (tier names that rules refer to, difficulty bands that must tile [0, 1],
 backend-specific options...) live in `policies.checks`, so that each can point at the exact key.
 Documented with a commented example in docs/policy.md.
@@ -7,9 +8,11 @@ Documented with a commented example in docs/policy.md.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from strategies import AnyStrategy, Direct
 
 # Strict: a YAML string never silently becomes a number, nor a number a string.
 _STRICT = ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -42,55 +45,6 @@ class PriceConfig(_Model):
     prompt_tokens_per_second: float | None = Field(default=None, gt=0)
 
 
-class Direct(_Model):
-    """One completion, as asked."""
-
-    type: Literal["direct"]
-
-
-class ChainOfThought(_Model):
-    """One completion with a step-by-step prompt and a final-answer extraction."""
-
-    type: Literal["chain_of_thought"]
-
-
-class Reasoning(_Model):
-    """Provider-side reasoning: an effort level or a thinking-token budget (exactly one)."""
-
-    type: Literal["reasoning"]
-    effort: Literal["low", "medium", "high"] | None = None
-    thinking_budget_tokens: int | None = Field(default=None, ge=1024)
-
-
-class SelfConsistency(_Model):
-    """Up to n sampled answers, drawn in rounds, majority vote; may stop early on agreement."""
-
-    type: Literal["self_consistency"]
-    n: int = Field(ge=1)
-    temperature: float = Field(default=0.7, gt=0, le=2)
-    answer_type: Literal["number", "choice", "text"] = "text"
-    chain_of_thought: bool = True
-    stop_agreement: float | None = Field(default=None, gt=0, le=1)
-    round_size: int | None = Field(default=None, ge=1)
-
-
-class BestOfN(_Model):
-    """n sampled completions, the best picked by a scorer."""
-
-    type: Literal["best_of_n"]
-    n: int = Field(ge=1)
-    scorer: Literal["agreement", "logprob"] = "agreement"
-    temperature: float = Field(default=0.7, gt=0, le=2)
-    chain_of_thought: bool = False
-
-
-Strategy = Annotated[
-    Direct | ChainOfThought | Reasoning | SelfConsistency | BestOfN,
-    Field(discriminator="type"),
-]
-STRATEGY_TYPES = ("direct", "chain_of_thought", "reasoning", "self_consistency", "best_of_n")
-
-
 class Tier(_Model):
     """A model tier: where completions come from, what they cost, and how much compute to spend."""
 
@@ -107,7 +61,7 @@ class Tier(_Model):
     max_tokens: int = Field(default=1024, ge=1)
     timeout_s: float = Field(default=60.0, gt=0)
     expected_output_tokens: int = Field(default=256, ge=1)
-    strategy: Strategy = Field(default_factory=lambda: Direct(type="direct"))
+    strategy: AnyStrategy = Field(default_factory=Direct)
 
 
 class Band(_Model):
@@ -159,7 +113,7 @@ class EscalationThen(_Model):
     to_tier: str | None = None
 
 
-class Escalation(_Model):
+class EscalationStep(_Model):
     """One escalation step, tried in file order for its from_tier."""
 
     from_tier: str
@@ -182,6 +136,7 @@ class ApiKey(_Model):
     key_env: str | None = Field(default=None, pattern=ENV_VAR_PATTERN)  # variable holding the key
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")  # hex sha256 of the key
     requests_per_minute: int | None = Field(default=None, ge=1)  # overrides rate_limit's
+    admin: bool = False  # may grade any request on /v1/feedback, not only its own
 
 
 class RateLimit(_Model):
@@ -203,6 +158,22 @@ class Passthrough(_Model):
     fallbacks: list[str] = Field(default_factory=list)  # tiers tried when the upstream fails
 
 
+class RedisConfig(_Model):
+    """How requests use Redis (API keys, rate limits, budgets): a time bound, and what an outage does."""
+
+    timeout_s: float = Field(default=0.25, gt=0, le=10)  # per Redis call on the request path
+    # open: serve without rate limits and budgets while Redis fails; closed: answer 503 instead.
+    on_error: Literal["open", "closed"] = "open"
+
+
+class ReloadConfig(_Model):
+    """How the file watcher takes edits of this file (docs/policy.md, "Deploying an edit")."""
+
+    settle_s: float = Field(default=1.0, ge=0, le=60)  # unchanged this long before an edit is loaded
+    # Read from the NEW file: let it drop every API key source (api_keys, redis_api_keys).
+    allow_auth_downgrade: bool = False
+
+
 class ServerConfig(_Model):
     """Proxy settings that live with the policy (and hot-reload with it); docs/proxy.md."""
 
@@ -210,6 +181,8 @@ class ServerConfig(_Model):
     redis_api_keys: bool = False
     rate_limit: RateLimit = Field(default_factory=RateLimit)
     passthrough: Passthrough = Field(default_factory=Passthrough)
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+    reload: ReloadConfig = Field(default_factory=ReloadConfig)
 
 
 class PolicyFile(_Model):
@@ -218,10 +191,63 @@ class PolicyFile(_Model):
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     tiers: list[Tier] = Field(min_length=1)
     rules: list[Rule] = Field(min_length=1)
-    escalation: list[Escalation] = Field(default_factory=list)
+    escalation: list[EscalationStep] = Field(default_factory=list)
     budgets: Budgets = Field(default_factory=Budgets)
     fallbacks: dict[str, list[str]] = Field(default_factory=dict)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    # Live traffic (docs/live.md); their models are defined at the end of this file.
+    grading: GradingConfig = Field(default_factory=lambda: GradingConfig())
+    exploration: ExplorationConfig = Field(default_factory=lambda: ExplorationConfig())
+    ledger: LedgerSettings = Field(default_factory=lambda: LedgerSettings())
+    queue: QueueConfig = Field(default_factory=lambda: QueueConfig())
+    shadow: ShadowConfig = Field(default_factory=lambda: ShadowConfig())
 
 
-StrategyConfig = Direct | ChainOfThought | Reasoning | SelfConsistency | BestOfN
+
+# --- Live traffic: grading, exploration, the job queue, prompt retention (docs/live.md) ---------------
+
+
+class GradingConfig(_Model):
+    """Grade a sampled share of answered requests off the request path, with a judge tier."""
+
+    judge_tier: str | None = None  # any tier of this file; None: no judge verdicts
+    sample: float = Field(default=0.0, ge=0, le=1)  # share of answered requests graded
+    daily_budget_usd: float | None = Field(default=None, ge=0)  # judge spend per UTC day; None: no cap
+    # "auto": choice when the prompt lists lettered options, number when the answer ends in one, else text.
+    answer_type: Literal["auto", "number", "choice", "text"] = "auto"
+    # number/choice answers of explored tiers also get an `agreement` verdict: same answer as the strongest tier.
+    agreement: bool = True
+    max_tokens: int = Field(default=512, ge=16)
+
+
+class ExplorationConfig(_Model):
+    """Answer a sampled share of requests with the other tiers too, off the response path."""
+
+    sample: float = Field(default=0.0, ge=0, le=1)
+    daily_budget_usd: float | None = Field(default=None, ge=0)  # exploration spend per UTC day; None: no cap
+    tiers: list[str] | None = None  # tiers to explore; None: every tier
+
+
+class LedgerSettings(_Model):
+    """What the ledger keeps (where it lives is REDIS_URL / --redis-url)."""
+
+    store_prompts: bool = False  # prompts are personal data; needed for grading, exploration and export
+    retention_days: float | None = Field(default=None, gt=0)  # records (with prompts) older than this are trimmed
+
+
+class QueueConfig(_Model):
+    """The Redis Stream of grading and exploration jobs between the proxy and `router worker`."""
+
+    max_depth: int = Field(default=10_000, ge=1)  # a fuller queue sheds new jobs (counted)
+    enqueue_timeout_s: float = Field(default=0.05, gt=0, le=5)  # the proxy never waits longer than this
+
+
+class ShadowConfig(_Model):
+    """Run a candidate router.yaml on a sampled share of live requests, both answers judged."""
+
+    candidate: str | None = None  # path of the candidate policy file (relative to this file)
+    sample: float = Field(default=0.0, ge=0, le=1)
+    daily_budget_usd: float | None = Field(default=None, ge=0)
+
+
+PolicyFile.model_rebuild()  # resolve the live sections defined after it

@@ -1,22 +1,23 @@
-"""Inference-time compute strategies: how much a tier spends on one answer, every token accounted."""
+"""Inference-time compute strategies: how much a tier spends on one answer, every token accounted.
+
+Each strategy is its own router.yaml options model (`strategies.base.Strategy`); `strategies.registry`
+lists them by `type`.
+"""
 
 from strategies.base import (
     CallRecord,
     CallTotals,
-    Extendable,
+    OneCall,
+    Recorder,
     Sample,
     Strategy,
+    StrategyProblem,
     StrategyResult,
     with_instruction,
 )
-from strategies.best_of_n import BestOfN, BestOfNConfig
-from strategies.chain_of_thought import (
-    STEP_BY_STEP,
-    ChainOfThought,
-    ChainOfThoughtConfig,
-)
-from strategies.direct import Direct, DirectConfig
-from strategies.escalation import Escalation, EscalationConfig, EscalationStage
+from strategies.best_of_n import BestOfN
+from strategies.chain_of_thought import STEP_BY_STEP, ChainOfThought
+from strategies.direct import Direct
 from strategies.extraction import (
     ANSWER_TYPES,
     AnswerType,
@@ -28,33 +29,35 @@ from strategies.extraction import (
     normalize_text,
     reference_answer,
 )
-from strategies.reasoning import Reasoning, ReasoningConfig
-from strategies.self_consistency import SelfConsistency, SelfConsistencyConfig
+from strategies.reasoning import REASONING_EFFORT_TOKENS, Reasoning
+from strategies.registry import STRATEGY_TYPES, AnyStrategy
+from strategies.sampling import Sampling
+from strategies.self_consistency import SelfConsistency
+from strategies.verify import Verify
 from strategies.voting import Vote, majority_vote
 
 __all__ = [
     "ANSWER_TYPES",
+    "REASONING_EFFORT_TOKENS",
     "STEP_BY_STEP",
+    "STRATEGY_TYPES",
     "AnswerType",
+    "AnyStrategy",
     "BestOfN",
-    "BestOfNConfig",
     "CallRecord",
     "CallTotals",
     "ChainOfThought",
-    "ChainOfThoughtConfig",
     "Direct",
-    "DirectConfig",
-    "Escalation",
-    "EscalationConfig",
-    "EscalationStage",
-    "Extendable",
+    "OneCall",
     "Reasoning",
-    "ReasoningConfig",
+    "Recorder",
     "Sample",
+    "Sampling",
     "SelfConsistency",
-    "SelfConsistencyConfig",
     "Strategy",
+    "StrategyProblem",
     "StrategyResult",
+    "Verify",
     "Vote",
     "extract_answer",
     "extract_choice",

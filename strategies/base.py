@@ -1,15 +1,27 @@
-"""What every strategy returns, the protocol they share, and the bookkeeping they have in common."""
+"""What every strategy is and returns: options that are also router.yaml's schema, one `run`, and
+the bookkeeping they share.
+
+A strategy is a frozen pydantic model: its fields are the options a tier's `strategy:` section
+takes, validated when router.yaml loads, and its methods answer every question the rest of the
+router asks about it (how many samples, how many extra output tokens, whether it can stream, what
+to call it), so no other layer needs to know the concrete strategies. `strategies.registry` lists
+them.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
-from core.llm import Backend, Completion, GenerationParams, Message
+from pydantic import BaseModel, ConfigDict
+
 from core.errors import BackendBadResponse, BackendError
+from core.llm import Backend, Completion, GenerationParams, Message
 from strategies.extraction import AnswerType, extract_answer
+
+# A problem found in a strategy's options: the path below `strategy` and what to do about it.
+StrategyProblem = tuple[tuple[str, ...], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +36,7 @@ class Sample:
 
 @dataclass(frozen=True, slots=True)
 class CallRecord:
-    """One backend call: what was asked, what came back, and what it cost."""
+    """One backend call: what was asked, what came back, what it cost, and which stage made it."""
 
     model: str
     n_requested: int
@@ -90,34 +102,19 @@ class StrategyResult(CallTotals):
     calls: tuple[CallRecord, ...]
     latency_s: float
     stop_reason: str = "done"
-    stages: tuple[str, ...] = ()
+
+    @property
+    def finish_reason(self) -> str:
+        """The finish reason of the sample whose text was chosen."""
+        return next((s.finish_reason for s in self.samples if s.text == self.text), "stop")
 
 
-@runtime_checkable
-class Strategy(Protocol):
-    """Spends a compute budget on one backend to answer one conversation."""
+@dataclass(frozen=True, slots=True)
+class OneCall:
+    """The single backend call a one-call strategy makes, so the executor can stream it."""
 
-    name: str
-
-    async def run(self, backend: Backend, messages: Sequence[Message], params: GenerationParams) -> StrategyResult:
-        """Answer `messages`; `params` are the tier's base settings (max_tokens, timeout...)."""
-        ...
-
-
-@runtime_checkable
-class Extendable(Protocol):
-    """A sampling strategy that can draw more samples and vote again over all of them."""
-
-    async def extend(
-        self,
-        backend: Backend,
-        messages: Sequence[Message],
-        params: GenerationParams,
-        previous: StrategyResult,
-        extra: int,
-    ) -> StrategyResult:
-        """Draw `extra` more samples and return a result over the old and new ones together."""
-        ...
+    messages: Sequence[Message]
+    params: GenerationParams
 
 
 def with_instruction(messages: Sequence[Message], instruction: str) -> list[Message]:
@@ -134,9 +131,8 @@ def with_instruction(messages: Sequence[Message], instruction: str) -> list[Mess
 class Recorder:
     """Collects calls and samples while a strategy runs, and times it."""
 
-    def __init__(self, answer_type: AnswerType, stage: str = "") -> None:
+    def __init__(self, answer_type: AnswerType) -> None:
         self.answer_type = answer_type
-        self.stage = stage
         self.calls: list[CallRecord] = []
         self.samples: list[Sample] = []
         self.started = time.perf_counter()
@@ -150,7 +146,7 @@ class Recorder:
             raise
         if not completions:
             raise BackendBadResponse("the backend returned no completions; the upstream answer is unusable.")
-        self.calls.append(CallRecord.from_completions(completions, params.n, self.stage))
+        self.calls.append(CallRecord.from_completions(completions, params.n))
         drawn = [
             Sample(c.text, extract_answer(c.text, self.answer_type), c.mean_logprob, c.finish_reason)
             for c in completions
@@ -169,3 +165,67 @@ class Recorder:
     def elapsed(self) -> float:
         """Seconds since the recorder was made."""
         return time.perf_counter() - self.started
+
+    def single(self, name: str, sample: Sample, confidence: float | None = None) -> StrategyResult:
+        """The result of a strategy whose answer is `sample`, with every call recorded so far."""
+        return StrategyResult(
+            strategy=name,
+            text=sample.text,
+            answer=sample.answer,
+            confidence=confidence,
+            samples_used=len(self.samples),
+            samples=(sample,),
+            calls=tuple(self.calls),
+            latency_s=self.elapsed(),
+        )
+
+
+class Strategy(BaseModel):
+    """A compute strategy: its fields are its router.yaml options; `run` spends them on one backend.
+
+    Subclasses declare `type: Literal["name"] = "name"` and override what differs from a plain
+    single call. Options are strict and frozen: a YAML string never becomes a number, and a
+    strategy can be shared by every request of a policy.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    type: str
+    answer_type: AnswerType = "text"
+
+    def measures_confidence(self) -> bool:
+        """Whether a run's confidence says anything, so that escalation can act on it."""
+        return False
+
+    def max_samples(self) -> int:
+        """Completions one run asks for at most (cost estimates price each as a call)."""
+        return 1
+
+    def extra_output_tokens(self) -> int:
+        """Output tokens a run is expected to spend beyond the answer itself (thinking)."""
+        return 0
+
+    def describe(self) -> str:
+        """A short human description, e.g. 'self_consistency n=5, chain of thought'."""
+        return self.type
+
+    def problems(self, *, backend: str, max_tokens: int) -> Iterator[StrategyProblem]:
+        """Checks that need the tier (its backend kind and max_tokens); none by default."""
+        return iter(())
+
+    def prepare(self, params: GenerationParams, *, tier_max_tokens: int) -> GenerationParams:
+        """The base call settings this strategy needs, from what the client and tier allow."""
+        return params
+
+    def one_call(self, messages: Sequence[Message], params: GenerationParams) -> OneCall | None:
+        """The one call this strategy makes, or None when it makes several (then it cannot stream)."""
+        return OneCall(messages, params.replace(n=1))
+
+    async def run(self, backend: Backend, messages: Sequence[Message], params: GenerationParams) -> StrategyResult:
+        """Answer `messages`; `params` are the tier's base settings (max_tokens, timeout...)."""
+        call = self.one_call(messages, params)
+        if call is None:  # pragma: no cover - multi-call strategies override run
+            raise NotImplementedError(f"{type(self).__name__} makes several calls and must define run()")
+        recorder = Recorder(self.answer_type)
+        sample = (await recorder.draw(backend, call.messages, call.params))[0]
+        return recorder.single(self.type, sample)

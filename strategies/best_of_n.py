@@ -12,85 +12,59 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal
 
 from core.llm import Backend, GenerationParams, Message
-from core.errors import ConfigError
-from strategies.base import Recorder, Sample, StrategyResult, with_instruction
-from strategies.chain_of_thought import STEP_BY_STEP
-from strategies.extraction import AnswerType, check_answer_type
-from strategies.self_consistency import check_sampling, voted_result
+from strategies.base import Recorder, Sample, StrategyResult
+from strategies.sampling import Sampling, voted_result
 from strategies.voting import majority_vote
 
 logger = logging.getLogger(__name__)
 
-Scorer = Literal["agreement", "logprob"]
-SCORERS: tuple[str, ...] = get_args(Scorer)
 
-
-@dataclass(frozen=True, slots=True)
-class BestOfNConfig:
-    """Settings of `best_of_n` (field names match router.yaml)."""
-
-    n: int = 4
-    scorer: Scorer = "agreement"
-    temperature: float = 0.7
-    answer_type: AnswerType = "text"
-    chain_of_thought: bool = False
-
-    def __post_init__(self) -> None:
-        check_sampling("best_of_n", self.n, self.temperature)
-        check_answer_type(self.answer_type)
-        if self.scorer not in SCORERS:
-            raise ConfigError(f"best_of_n.scorer: must be one of {', '.join(SCORERS)} (got {self.scorer!r}).")
-
-
-class BestOfN:
+class BestOfN(Sampling):
     """n samples, one winner."""
 
-    name = "best_of_n"
+    type: Literal["best_of_n"] = "best_of_n"
+    scorer: Literal["agreement", "logprob"] = "agreement"
 
-    def __init__(self, config: BestOfNConfig | None = None) -> None:
-        self.config = config or BestOfNConfig()
+    def measures_confidence(self) -> bool:
+        """Only an agreement pick has a meaningful confidence; a log-probability pick may be a lone answer."""
+        return self.scorer == "agreement"
 
-    async def run(self, backend: Backend, messages: Sequence[Message], params: GenerationParams) -> StrategyResult:
-        """Draw n samples in one call and pick one."""
-        recorder = Recorder(self.config.answer_type)
-        await recorder.draw(backend, self._prompt(messages), self._params(params, self.config.n))
-        return self._pick(recorder, 0.0)
+    def describe(self) -> str:
+        """e.g. 'best_of_n n=4, scorer logprob'."""
+        cot = ", chain of thought" if self.chain_of_thought else ""
+        return f"{self.type} n={self.n}, scorer {self.scorer}{cot}"
 
-    async def extend(
+    async def sample(
         self,
         backend: Backend,
         messages: Sequence[Message],
         params: GenerationParams,
-        previous: StrategyResult,
-        extra: int,
+        recorder: Recorder,
+        target: int,
+        earlier_latency_s: float,
     ) -> StrategyResult:
-        """Draw `extra` more samples and pick again among all of them."""
-        recorder = Recorder.continuing(self.config.answer_type, previous)
-        await recorder.draw(backend, self._prompt(messages), self._params(params, extra))
-        return self._pick(recorder, previous.latency_s)
-
-    def _prompt(self, messages: Sequence[Message]) -> list[Message]:
-        return with_instruction(messages, STEP_BY_STEP) if self.config.chain_of_thought else list(messages)
-
-    def _params(self, params: GenerationParams, n: int) -> GenerationParams:
-        return params.replace(n=n, temperature=self.config.temperature, logprobs=self.config.scorer == "logprob")
+        """Draw the missing samples in one call and pick one."""
+        asked = params.replace(
+            n=target - len(recorder.samples), temperature=self.temperature, logprobs=self.scorer == "logprob"
+        )
+        await recorder.draw(backend, self.prompt(messages), asked)
+        return self._pick(recorder, earlier_latency_s)
 
     def _pick(self, recorder: Recorder, earlier_latency_s: float) -> StrategyResult:
         vote = majority_vote([s.answer for s in recorder.samples])
-        if self.config.scorer == "agreement":
-            return voted_result(self.name, recorder, vote, "all_samples", earlier_latency_s)
+        if self.scorer == "agreement":
+            return voted_result(self.type, recorder, vote, "all_samples", earlier_latency_s)
         scored = [s for s in recorder.samples if s.mean_logprob is not None]
         if not scored:
             logger.warning("best_of_n: the backend returned no log-probabilities; picking by agreement instead.")
-            return voted_result(self.name, recorder, vote, "logprob_unavailable", earlier_latency_s)
+            return voted_result(self.type, recorder, vote, "logprob_unavailable", earlier_latency_s)
         best = max(scored, key=_logprob)  # max keeps the first of equals
         votes = sum(1 for s in recorder.samples if best.answer is not None and s.answer == best.answer)
         return StrategyResult(
-            strategy=self.name,
+            strategy=self.type,
             text=best.text,
             answer=best.answer,
             confidence=votes / len(recorder.samples),

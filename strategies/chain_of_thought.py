@@ -3,41 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Literal
 
-from core.llm import Backend, GenerationParams, Message
-from core.errors import ConfigError
-from strategies.base import StrategyResult, with_instruction
-from strategies.direct import single_sample
-from strategies.extraction import AnswerType, check_answer_type
+from pydantic import Field
+
+from core.llm import GenerationParams, Message
+from strategies.base import OneCall, Strategy, with_instruction
 
 STEP_BY_STEP = (
     "Think step by step. Then give the final answer on its own line, written as 'Answer: <answer>'."
 )
 
 
-@dataclass(frozen=True, slots=True)
-class ChainOfThoughtConfig:
-    """Settings of `chain_of_thought`: how to read the answer and the instruction appended."""
-
-    answer_type: AnswerType = "text"
-    instruction: str = STEP_BY_STEP
-
-    def __post_init__(self) -> None:
-        check_answer_type(self.answer_type)
-        if not self.instruction.strip():
-            raise ConfigError("chain_of_thought.instruction: must not be empty; omit it for the default.")
-
-
-class ChainOfThought:
+class ChainOfThought(Strategy):
     """One call with a step-by-step instruction appended to the last user message."""
 
-    name = "chain_of_thought"
+    type: Literal["chain_of_thought"] = "chain_of_thought"
+    instruction: str = Field(default=STEP_BY_STEP, min_length=1)
 
-    def __init__(self, config: ChainOfThoughtConfig | None = None) -> None:
-        self.config = config or ChainOfThoughtConfig()
-
-    async def run(self, backend: Backend, messages: Sequence[Message], params: GenerationParams) -> StrategyResult:
-        """One call with n = 1; the answer is extracted from the reasoning's last line."""
-        prompt = with_instruction(messages, self.config.instruction)
-        return await single_sample(self.name, backend, prompt, params.replace(n=1), self.config.answer_type)
+    def one_call(self, messages: Sequence[Message], params: GenerationParams) -> OneCall:
+        """The question with the instruction appended, n = 1."""
+        return OneCall(with_instruction(messages, self.instruction), params.replace(n=1))

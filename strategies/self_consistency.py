@@ -12,102 +12,33 @@ Confidence is the winner's agreement (votes / samples drawn; unreadable samples 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from typing import Literal
+
+from pydantic import Field
 
 from core.llm import Backend, GenerationParams, Message
-from core.errors import ConfigError
-from strategies.base import Recorder, StrategyResult, with_instruction
-from strategies.chain_of_thought import STEP_BY_STEP
-from strategies.extraction import AnswerType, check_answer_type
-from strategies.voting import Vote, majority_vote
+from strategies.base import Recorder, StrategyProblem, StrategyResult
+from strategies.sampling import Sampling, voted_result
+from strategies.voting import majority_vote
 
 
-def check_sampling(section: str, n: int, temperature: float) -> None:
-    """Shared checks for strategies that draw several samples."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError(f"{section}.n: must be an integer >= 1 (got {n!r}).")
-    if not 0.0 <= temperature <= 2.0:
-        raise ConfigError(f"{section}.temperature: must be between 0 and 2 (got {temperature!r}).")
-    if n > 1 and temperature == 0:
-        raise ConfigError(
-            f"{section}.temperature: 0 makes all {n} samples identical; set a temperature such as 0.7, or n: 1."
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class SelfConsistencyConfig:
-    """Settings of `self_consistency` (field names match router.yaml)."""
-
-    n: int = 5
-    temperature: float = 0.7
-    answer_type: AnswerType = "text"
-    stop_agreement: float | None = None
-    round_size: int | None = None
-    min_samples: int = 3
-    chain_of_thought: bool = False
-
-    def __post_init__(self) -> None:
-        check_sampling("self_consistency", self.n, self.temperature)
-        check_answer_type(self.answer_type)
-        if self.stop_agreement is not None and not 0.0 < self.stop_agreement <= 1.0:
-            raise ConfigError(
-                f"self_consistency.stop_agreement: must be in (0, 1], or omitted (got {self.stop_agreement!r})."
-            )
-        if self.round_size is not None and (isinstance(self.round_size, bool) or self.round_size < 1):
-            raise ConfigError(
-                f"self_consistency.round_size: must be >= 1, or omitted for one round (got {self.round_size!r})."
-            )
-        if isinstance(self.min_samples, bool) or self.min_samples < 1:
-            raise ConfigError(f"self_consistency.min_samples: must be >= 1 (got {self.min_samples!r}).")
-
-
-def voted_result(
-    name: str, recorder: Recorder, vote: Vote, stop_reason: str, extra_latency_s: float = 0.0
-) -> StrategyResult:
-    """Wrap a vote as a result: the text is the first sample that gave the winning answer."""
-    samples = tuple(recorder.samples)
-    chosen = next((s for s in samples if vote.answer is not None and s.answer == vote.answer), samples[0])
-    return StrategyResult(
-        strategy=name,
-        text=chosen.text,
-        answer=vote.answer,
-        confidence=vote.agreement,
-        samples_used=len(samples),
-        samples=samples,
-        calls=tuple(recorder.calls),
-        latency_s=recorder.elapsed() + extra_latency_s,
-        stop_reason=stop_reason,
-    )
-
-
-class SelfConsistency:
+class SelfConsistency(Sampling):
     """Majority vote over sampled answers, drawn in rounds with early stopping."""
 
-    name = "self_consistency"
+    type: Literal["self_consistency"] = "self_consistency"
+    # Voting needs the reasoning written out to converge; a tier can switch it off.
+    chain_of_thought: bool = True
+    stop_agreement: float | None = Field(default=None, gt=0, le=1)
+    round_size: int | None = Field(default=None, ge=1)
+    min_samples: int = Field(default=3, ge=1)
 
-    def __init__(self, config: SelfConsistencyConfig | None = None) -> None:
-        self.config = config or SelfConsistencyConfig()
+    def problems(self, *, backend: str, max_tokens: int) -> Iterator[StrategyProblem]:
+        """A round cannot be larger than the whole vote."""
+        if self.round_size is not None and self.round_size > self.n:
+            yield ("round_size",), f"must be <= n ({self.n})"
 
-    async def run(self, backend: Backend, messages: Sequence[Message], params: GenerationParams) -> StrategyResult:
-        """Draw up to n samples and vote."""
-        recorder = Recorder(self.config.answer_type)
-        return await self._sample(backend, messages, params, recorder, self.config.n, 0.0)
-
-    async def extend(
-        self,
-        backend: Backend,
-        messages: Sequence[Message],
-        params: GenerationParams,
-        previous: StrategyResult,
-        extra: int,
-    ) -> StrategyResult:
-        """Draw up to `extra` more samples (same rules) and vote over old and new together."""
-        recorder = Recorder.continuing(self.config.answer_type, previous)
-        target = len(previous.samples) + extra
-        return await self._sample(backend, messages, params, recorder, target, previous.latency_s)
-
-    async def _sample(
+    async def sample(
         self,
         backend: Backend,
         messages: Sequence[Message],
@@ -116,10 +47,10 @@ class SelfConsistency:
         target: int,
         earlier_latency_s: float,
     ) -> StrategyResult:
-        config = self.config
-        prompt = with_instruction(messages, STEP_BY_STEP) if config.chain_of_thought else list(messages)
-        sampling = params.replace(temperature=config.temperature)
-        round_size = config.round_size or max(1, target - len(recorder.samples))
+        """Draw rounds until the vote is settled or `target` samples are in."""
+        prompt = self.prompt(messages)
+        sampling = params.replace(temperature=self.temperature)
+        round_size = self.round_size or max(1, target - len(recorder.samples))
         vote = majority_vote([s.answer for s in recorder.samples])
         stop_reason = "all_samples"
         while len(recorder.samples) < target:
@@ -134,11 +65,10 @@ class SelfConsistency:
                 break
             drawn = len(recorder.samples)
             if (
-                config.stop_agreement is not None
-                and drawn >= min(config.min_samples, target)
-                and vote.agreement >= config.stop_agreement
+                self.stop_agreement is not None
+                and drawn >= min(self.min_samples, target)
+                and vote.agreement >= self.stop_agreement
             ):
                 stop_reason = "agreement"
                 break
-        return voted_result(self.name, recorder, vote, stop_reason, earlier_latency_s)
-
+        return voted_result(self.type, recorder, vote, stop_reason, earlier_latency_s)

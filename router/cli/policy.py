@@ -18,7 +18,6 @@ from rich.table import Table
 from classifiers.records import OutcomeRecord
 from policies import Policy, load_policy
 from policies.calibrate import Calibration, calibrate, format_threshold, write_thresholds
-from policies.policy import describe_strategy
 from policies.simulate import (
     SimulationReport,
     compare,
@@ -126,7 +125,7 @@ def explain(
     table.add_row("prompt tokens", f"~{decision.prompt_tokens} (about 4 characters each)")
     table.add_row("rule", decision.rule)
     table.add_row("tier", f"{decision.tier}: {tier.backend} {tier.model}")
-    table.add_row("strategy", describe_strategy(decision.strategy))
+    table.add_row("strategy", decision.strategy.describe())
     table.add_row("expected cost", f"${decision.expected_cost_usd:.6f}")
     table.add_row("budget", f"{verdict.action}: {verdict.reason}")
     table.add_row("fallbacks", ", ".join(decision.fallbacks) or "none")

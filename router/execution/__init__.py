@@ -1,31 +1,24 @@
 """Executing routing decisions: backends per tier, strategies, escalation and fallbacks."""
 
 from router.execution.executor import (
-    PASSTHROUGH,
     BackendProvider,
     ExecutionResult,
     Executor,
     LiveStream,
     RequestOptions,
-    StreamingBackend,
-    build_strategy,
-    generation_params,
+    Target,
     spent_calls,
 )
-from router.execution.providers import DefaultBackends, backend_price, passthrough_allowed
+from router.execution.providers import DefaultBackends, passthrough_allowed
 
 __all__ = [
-    "PASSTHROUGH",
     "BackendProvider",
     "DefaultBackends",
     "ExecutionResult",
     "Executor",
     "LiveStream",
     "RequestOptions",
-    "StreamingBackend",
-    "backend_price",
-    "build_strategy",
-    "generation_params",
+    "Target",
     "passthrough_allowed",
     "spent_calls",
 ]

@@ -59,7 +59,7 @@ def create_app(
     app.state.runtime = runtime
     app.state.pipeline = ChatPipeline(runtime)
     app.add_middleware(RequestIdMiddleware)
-    install_error_handlers(app, runtime.metrics.count_error)
+    install_error_handlers(app, runtime.count_error)
     for module in (chat, models, metrics, feedback, policy, health):
         app.include_router(module.router)
     return app

@@ -2,10 +2,11 @@
 
     model ──> router/auto or a rule's model: classify (batched, off the loop) -> decide
           ──> a tier name: that tier (rule "forced")
-          ──> allowed by server.passthrough.models: forwarded untouched
+          ──> allowed by server.passthrough.models: forwarded untouched (a pass-through decision)
           ──> anything else: 404 model_not_found
     then: rate limit -> budget verdict (downgrade / refuse) -> reserve expected cost -> execute
-    -> settle the actual cost, metrics, one ledger entry (also for failures).
+    -> `RequestAccount`: settle the actual cost, metrics, one ledger entry, exactly once however
+       the request ends (answer, error, client gone, stream cut).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import anyio
 from starlette.requests import Request
 
 from policies.policy import Decision, Policy
@@ -34,6 +36,7 @@ from router.server.runtime import Runtime
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+CLIENT_CLOSED = 499  # nginx's code for "client closed request"; nobody reads it, metrics do
 
 
 class Disconnected:
@@ -68,41 +71,70 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T | Disc
         watcher.cancel()
 
 
+
 @dataclass(slots=True)
-class Plan:
+class ChatPlan:
     """What a request will run, decided before any model is called."""
 
     request_id: str
     chat: ChatRequest
     policy: Policy
     principal: Principal
-    decision: Decision | None  # None: pass-through
+    decision: Decision
     started: float
     reserved_usd: float = 0.0
     budgeted: bool = False
     metadata: Mapping[str, str] = field(default_factory=dict)
 
     @property
-    def tier(self) -> str:
-        """The tier the decision picked (the answering one may differ after fallbacks)."""
-        return self.decision.tier if self.decision is not None else PASSTHROUGH
-
-    @property
-    def strategy(self) -> str:
-        """The decided strategy's type."""
-        return self.decision.strategy.type if self.decision is not None else "direct"
-
-    @property
     def difficulty(self) -> float | None:
         """The classifier's score, when the request was classified."""
-        if self.decision is None or math.isnan(self.decision.difficulty):
-            return None
-        return self.decision.difficulty
+        return None if math.isnan(self.decision.difficulty) else self.decision.difficulty
 
-    @property
-    def expected_cost_usd(self) -> float:
-        """The decision's expected cost (0 for pass-through: no price estimate)."""
-        return self.decision.expected_cost_usd if self.decision is not None else 0.0
+
+class RequestAccount:
+    """Accounts one planned request exactly once: the first `settle` wins, later ones are ignored."""
+
+    __slots__ = ("_pipeline", "plan", "settled")
+
+    def __init__(self, pipeline: ChatPipeline, plan: ChatPlan) -> None:
+        self._pipeline = pipeline
+        self.plan = plan
+        self.settled = False
+
+    async def settle(
+        self, result: ExecutionResult | None, status: str, http_status: int, *, background: bool = False
+    ) -> None:
+        """Settle spend, count metrics and write the ledger entry (in the background when `background`)."""
+        if self.settled:
+            return
+        self.settled = True
+        work = self._pipeline.account(self.plan, result, status, http_status)
+        if background:
+            self._pipeline.runtime.spawn(work)
+        else:
+            await work
+
+    async def fail(self, error: BaseException, *, background: bool = False) -> None:
+        """Account a request that ended in an error; calls paid for before it still count."""
+        info = describe(error)
+        paid = spent_calls(error)
+        decision = self.plan.decision
+        partial = ExecutionResult("", "error", decision.tier, decision.strategy.type, paid) if paid else None
+        await self.settle(partial, info.code or "error", info.status, background=background)
+
+    async def __aenter__(self) -> RequestAccount:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: object) -> None:
+        if self.settled:
+            return
+        # Shielded: after a disconnect the scope is cancelled, and the entry must still be written.
+        with anyio.CancelScope(shield=True):
+            if error is None or isinstance(error, asyncio.CancelledError):
+                await self.settle(None, "client_disconnected", CLIENT_CLOSED)
+            else:
+                await self.fail(error)
 
 
 class ChatPipeline:
@@ -118,15 +150,16 @@ class ChatPipeline:
             self._rule_models = (policy, frozenset(names))
         return self._rule_models[1]
 
-    async def plan(self, request_id: str, chat: ChatRequest, principal: Principal) -> Plan:
+    async def plan(self, request_id: str, chat: ChatRequest, principal: Principal, policy: Policy) -> ChatPlan:
         """Resolve the model, admit under the key's limits, classify and decide (no model called yet)."""
         runtime = self.runtime
-        policy = runtime.store.policy
         runtime.metrics.set_policy(policy.version)
         server = policy.config.server
         metadata = dict(chat.metadata)
+        # Identity comes from authentication only: a client cannot borrow another key's rules.
+        metadata.pop("key", None)
         if principal.name != "anonymous":
-            metadata.setdefault("key", principal.name)
+            metadata["key"] = principal.name
         model = chat.model
         route = model in ROUTER_MODELS or model in self._models_in_rules(policy)
         forced = not route and model in policy.tier_names
@@ -140,46 +173,38 @@ class ChatPipeline:
         per_minute = principal.requests_per_minute or server.rate_limit.requests_per_minute
         rate = Rate(per_minute, server.rate_limit.burst or per_minute) if per_minute else None
         spent = await runtime.limiter.admit(principal.name, rate) if rate or daily else 0.0
-        plan = Plan(request_id, chat, policy, principal, None, time.perf_counter(), metadata=metadata)
+        started = time.perf_counter()
         if route:
-            started = time.perf_counter()
             difficulty = await runtime.scorers.score(policy, chat.query)
             runtime.metrics.classifier_latency.observe(time.perf_counter() - started)
             runtime.metrics.difficulty.observe(difficulty)
-            plan.decision = policy.decide(chat.conversation, difficulty, metadata, model)
+            decision = policy.decide(chat.conversation, difficulty, metadata, model)
         elif forced:
-            plan.decision = policy.forced(model, chat.conversation)
-        if plan.decision is not None:
-            verdict = policy.apply_budget(plan.decision, spent)
-            if not verdict.allowed:
-                raise LimitExceeded(f"Budget: {verdict.reason}.", code="budget_exceeded")
-            plan.decision = verdict.decision
+            decision = policy.forced(model, chat.conversation)
+        else:
+            decision = policy.passthrough(model, chat.conversation)
+        verdict = policy.apply_budget(decision, spent)
+        if not verdict.allowed:
+            raise LimitExceeded(f"Budget: {verdict.reason}.", code="budget_exceeded")
+        plan = ChatPlan(request_id, chat, policy, principal, verdict.decision, started, metadata=metadata)
         if daily is not None:
-            await runtime.limiter.reserve(principal.name, plan.expected_cost_usd, daily)
-            plan.reserved_usd, plan.budgeted = plan.expected_cost_usd, True
+            await runtime.limiter.reserve(principal.name, plan.decision.expected_cost_usd, daily)
+            plan.reserved_usd, plan.budgeted = plan.decision.expected_cost_usd, True
         return plan
 
-    async def run(self, plan: Plan) -> ExecutionResult:
-        """Run the plan to the end (escalation and fallbacks included)."""
-        chat, executor = plan.chat, self.runtime.executor
-        if plan.decision is None:
-            return await executor.run_passthrough(plan.policy, chat.model, chat.messages, chat.options)
-        return await executor.run(plan.policy, plan.decision, chat.messages, chat.options)
-
-    async def open_stream(self, plan: Plan) -> LiveStream | ExecutionResult:
-        """Start a straight-through stream where the target can stream; else run to the end."""
+    async def execute(self, plan: ChatPlan, *, stream: bool) -> ExecutionResult | LiveStream:
+        """Run the plan: to the end, or (with `stream`) live where the target can stream."""
         chat = plan.chat
-        return await self.runtime.executor.open_stream(
-            plan.policy, plan.decision, chat.model if plan.decision is None else None, chat.messages, chat.options
-        )
+        return await self.runtime.executor.execute(plan.policy, plan.decision, chat.messages, chat.options, stream=stream)
 
-    async def finish(
-        self, plan: Plan, result: ExecutionResult | None, status: str, http_status: int, *, background: bool = False
+    async def account(
+        self, plan: ChatPlan, result: ExecutionResult | None, status: str, http_status: int
     ) -> None:
         """Settle spend, count metrics and record the ledger entry of a finished (or failed) request."""
         runtime, metrics = self.runtime, self.runtime.metrics
         elapsed = time.perf_counter() - plan.started
-        tier = result.tier if result is not None else plan.tier
+        decision = plan.decision
+        tier = result.tier if result is not None else decision.tier
         cost = result.cost_usd if result is not None else 0.0
         metrics.requests.labels(tier, str(http_status)).inc()
         if result is not None:
@@ -194,8 +219,8 @@ class ChatPipeline:
             timestamp=time.time(),
             policy_version=plan.policy.version,
             tier=tier,
-            strategy=result.strategy if result is not None else plan.strategy,
-            rule=self._rule(plan),
+            strategy=result.strategy if result is not None else decision.strategy.type,
+            rule=decision.rule,
             difficulty=plan.difficulty,
             models=result.models if result is not None else (),
             input_tokens=result.input_tokens if result is not None else 0,
@@ -208,38 +233,16 @@ class ChatPipeline:
             prompt=plan.chat.query,
             extra=self._extra(plan, result),
         )
-        if background:
-            runtime.spawn(self._account(plan, cost, entry))
-        else:
-            await self._account(plan, cost, entry)
-
-    async def _account(self, plan: Plan, cost: float, entry: LedgerEntry) -> None:
         if plan.budgeted:
-            await self.runtime.limiter.settle(plan.principal.name, cost - plan.reserved_usd)
-        await self.runtime.ledger.record(entry)
-
-    async def fail(self, plan: Plan | None, error: BaseException, tier_hint: str = "none") -> None:
-        """Account a request that ended in an error response."""
-        info = describe(error)
-        if plan is None:
-            self.runtime.metrics.requests.labels(tier_hint, str(info.status)).inc()
-            return
-        paid = spent_calls(error)  # calls made before the failure still cost money: account them
-        partial = ExecutionResult("", "error", plan.tier, plan.strategy, paid) if paid else None
-        await self.finish(plan, partial, info.code or "error", info.status)
+            await runtime.limiter.settle(plan.principal.name, cost - plan.reserved_usd)
+        await runtime.ledger.record(entry)
 
     @staticmethod
-    def _rule(plan: Plan) -> str:
-        if plan.decision is None:
-            return PASSTHROUGH
-        return plan.decision.rule
-
-    @staticmethod
-    def _extra(plan: Plan, result: ExecutionResult | None) -> dict[str, object]:
+    def _extra(plan: ChatPlan, result: ExecutionResult | None) -> dict[str, object]:
         extra: dict[str, object] = {"requested_model": plan.chat.model}
         if result is not None:
-            if result.tier != plan.tier:
-                extra["decided_tier"] = plan.tier
+            if result.tier != plan.decision.tier:
+                extra["decided_tier"] = plan.decision.tier
             if result.failed:
                 extra["failed_tiers"] = list(result.failed)
             if len(result.stages) > 1:

@@ -16,6 +16,7 @@ from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 
 from policies import PolicyStore
 from router.auth import Authenticator
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 # Young collections cost ~0.6 ms per 1,000 objects, so a large first threshold only trades many
 # short pauses for few long ones (50,000 gave 45 ms pauses): keep it small.
 GC_THRESHOLDS = (2_000, 10, 10)
+CHAT_PATH = "/v1/chat/completions"
 
 
 def tune_gc() -> tuple[int, int, int]:
@@ -90,6 +92,12 @@ class Runtime:
         elif self._gc_started is not None:
             self.metrics.gc_samples.append((info.get("generation", -1), time.perf_counter() - self._gc_started))
             self._gc_started = None
+
+    def count_error(self, request: Request, code: str, status: int) -> None:
+        """Count an error response; a chat request refused before it was planned counts under tier "none"."""
+        self.metrics.count_error(code)
+        if request.url.path == CHAT_PATH and not getattr(request.state, "accounted", False):
+            self.metrics.requests.labels("none", str(status)).inc()
 
     def _count_event(self, kind: str, source: str, target: str) -> None:
         self.metrics.events.labels(kind, source, target).inc()

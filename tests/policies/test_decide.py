@@ -11,7 +11,7 @@ import pytest
 import policies
 from policies import Decision, Policy, parse_policy
 from policies.policy import estimate_tokens
-from policies.schema import Direct, SelfConsistency
+from strategies import Direct, SelfConsistency
 from tests.policies.support import THREE_TIERS, TWO_TIERS
 
 

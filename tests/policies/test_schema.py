@@ -89,14 +89,16 @@ def test_unknown_strategy_type_points_at_type() -> None:
     text = THREE_TIERS.replace("type: chain_of_thought", "type: tree_of_thought")
     assert only(text) == (
         "tiers[1].strategy.type: unknown strategy type 'tree_of_thought'; use one of direct, "
-        "chain_of_thought, reasoning, self_consistency, best_of_n "
+        "chain_of_thought, reasoning, self_consistency, best_of_n, verify "
         f"(router.yaml line {line_of(text, 'tree_of_thought')})"
     )
 
 
 def test_strategy_limits() -> None:
     text = THREE_TIERS.replace("answer_type: number", "temperature: 0")
-    assert only(text).startswith("tiers[2].strategy.temperature: must be > 0 (got 0)")
+    assert only(text).startswith(
+        "tiers[2].strategy: temperature 0 makes all 5 samples identical; set a temperature such as 0.7, or n: 1"
+    )
     text = THREE_TIERS.replace("answer_type: number", "round_size: 9")
     assert (
         only(text)
@@ -122,7 +124,7 @@ def test_reasoning_needs_exactly_one_control_and_room_for_thinking() -> None:
     both = base.replace("STRATEGY", "{type: reasoning, effort: low, thinking_budget_tokens: 1024}")
     both = both.replace("test/strong", "test/strong\n    max_tokens: 2048")
     assert only(both) == (
-        "tiers[1].strategy: give exactly one of effort (low, medium, high) or thinking_budget_tokens "
+        "tiers[1].strategy: give exactly one of effort (minimal, low, medium, high) or thinking_budget_tokens "
         f"(router.yaml line {line_of(both, 'type: reasoning')})"
     )
     small = base.replace("STRATEGY", "{type: reasoning, thinking_budget_tokens: 512}")
@@ -271,7 +273,7 @@ def test_escalation_needs_a_strategy_that_measures_agreement() -> None:
     text = THREE_TIERS.replace("from_tier: dear", "from_tier: mid")
     assert only(text) == (
         "escalation[0].from_tier: tier 'mid' uses strategy chain_of_thought, which measures no "
-        "agreement; escalation needs self_consistency, or best_of_n with scorer: agreement "
+        "agreement; escalation needs self_consistency, best_of_n with scorer: agreement, or verify "
         f"(router.yaml line {line_of(text, 'from_tier: mid')})"
     )
 

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from policies import load_policy, parse_policy
-from policies.schema import SelfConsistency
+from strategies import SelfConsistency
 from router.cli import app
 from core.errors import PolicyError
 from tests.conftest import REPO

@@ -4,34 +4,36 @@ Headers on every answer: x-router-request-id, -tier (the tier that answered), -d
 ("none" when the request was not classified), -strategy, -cost-usd, -policy-version. On a
 stream that comes straight from the backend the cost header is the decision's estimate (the
 answer is not written yet); the usage chunk carries the real token counts.
+
+The route only speaks HTTP: the pipeline plans and runs, and one `RequestAccount` per request
+accounts it exactly once, whichever way it ends.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import anyio
 from fastapi import APIRouter, Request
-from redis.exceptions import RedisError
 from starlette.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
+from core.errors import BackendError
 from core.llm import Completion
-from core.errors import BackendError, RouterError
 from router.execution import ExecutionResult, LiveStream
+from router.server.dependencies import PolicyDep, PrincipalDep, RuntimeDep
 from router.server.errors import describe
-from router.server.pipeline import ChatPipeline, Disconnected, Plan, cancel_on_disconnect
+from router.server.pipeline import CLIENT_CLOSED, ChatPipeline, ChatPlan, Disconnected, RequestAccount, cancel_on_disconnect
 from router.server.requests import parse_chat_request, read_json
 from router.server.responses import DONE, ChunkWriter, completion_body, error_event, pieces
-from router.server.runtime import Runtime
-from strategies import CallRecord
 
 router = APIRouter()
 
-CLIENT_CLOSED = 499  # nginx's code for "client closed request"; nobody reads it, metrics do
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
-def _headers(plan: Plan, tier: str, strategy: str, cost_usd: float) -> dict[str, str]:
+def _headers(plan: ChatPlan, tier: str, strategy: str, cost_usd: float) -> dict[str, str]:
     difficulty = plan.difficulty
     return {
         "x-router-tier": tier,
@@ -42,37 +44,33 @@ def _headers(plan: Plan, tier: str, strategy: str, cost_usd: float) -> dict[str,
     }
 
 
-def _model(result: ExecutionResult, plan: Plan) -> str:
+def _model(result: ExecutionResult, plan: ChatPlan) -> str:
     models = result.models
     return models[-1] if models else plan.chat.model
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(request: Request) -> Response:
+async def chat_completions(request: Request, runtime: RuntimeDep, policy: PolicyDep, principal: PrincipalDep) -> Response:
     """Route one chat completion."""
-    runtime: Runtime = request.app.state.runtime
     pipeline: ChatPipeline = request.app.state.pipeline
     request_id: str = request.state.request_id
-    plan: Plan | None = None
-    try:
-        runtime.require_ready()
-        policy = runtime.store.policy
-        principal = await runtime.auth.authenticate(request.headers.get("authorization"), policy.config.server)
-        body = await read_json(request, runtime.settings.max_body_bytes)
-        chat = parse_chat_request(
-            body, max_tokens_limit=runtime.settings.max_tokens_limit, max_messages=runtime.settings.max_messages
-        )
-        plan = await pipeline.plan(request_id, chat, principal)
-        if chat.stream:
-            return await _stream(request, pipeline, plan)
-        outcome = await cancel_on_disconnect(request, pipeline.run(plan))
-    except (RouterError, RedisError) as error:
-        await pipeline.fail(plan, error)  # counted here; answered by the one error handler
-        raise
-    if isinstance(outcome, Disconnected):
-        await pipeline.finish(plan, None, "client_disconnected", CLIENT_CLOSED)
-        return Response(status_code=CLIENT_CLOSED)
-    await pipeline.finish(plan, outcome, "ok", 200)
+    runtime.require_ready()
+    body = await read_json(request, runtime.settings.max_body_bytes)
+    chat = parse_chat_request(
+        body, max_tokens_limit=runtime.settings.max_tokens_limit, max_messages=runtime.settings.max_messages
+    )
+    plan = await pipeline.plan(request_id, chat, principal, policy)
+    request.state.accounted = True  # from here the account counts it; before, the error handler does
+    account = RequestAccount(pipeline, plan)
+    if chat.stream:
+        return await _stream(request, pipeline, account)
+    async with account:
+        outcome = await cancel_on_disconnect(request, pipeline.execute(plan, stream=False))
+        if isinstance(outcome, Disconnected):
+            await account.settle(None, "client_disconnected", CLIENT_CLOSED)
+            return Response(status_code=CLIENT_CLOSED)
+        assert isinstance(outcome, ExecutionResult)
+        await account.settle(outcome, "ok", 200)
     fingerprint = f"router-{plan.policy.version}"
     return Response(
         completion_body(
@@ -84,26 +82,29 @@ async def chat_completions(request: Request) -> Response:
     )
 
 
-async def _stream(request: Request, pipeline: ChatPipeline, plan: Plan) -> Response:
-    outcome = await cancel_on_disconnect(request, pipeline.open_stream(plan))
-    if isinstance(outcome, Disconnected):
-        await pipeline.finish(plan, None, "client_disconnected", CLIENT_CLOSED)
-        return Response(status_code=CLIENT_CLOSED)
+async def _stream(request: Request, pipeline: ChatPipeline, account: RequestAccount) -> Response:
+    plan = account.plan
+    async with account:
+        outcome = await cancel_on_disconnect(request, pipeline.execute(plan, stream=True))
+        if isinstance(outcome, Disconnected):
+            await account.settle(None, "client_disconnected", CLIENT_CLOSED)
+            return Response(status_code=CLIENT_CLOSED)
+        if isinstance(outcome, ExecutionResult):
+            # Sampling strategies (or a backend that cannot stream): the vote is done, stream the winner.
+            await account.settle(outcome, "ok", 200)
     fingerprint = f"router-{plan.policy.version}"
     if isinstance(outcome, ExecutionResult):
-        # Sampling strategies (or a backend that cannot stream): the vote is done, stream the winner.
-        await pipeline.finish(plan, outcome, "ok", 200)
         writer = ChunkWriter(f"chatcmpl-{plan.request_id}", _model(outcome, plan), fingerprint)
         return StreamingResponse(
             _replay(writer, outcome, plan.chat.include_usage),
             media_type="text/event-stream",
             headers={**SSE_HEADERS, **_headers(plan, outcome.tier, outcome.strategy, outcome.cost_usd)},
         )
-    writer = ChunkWriter(f"chatcmpl-{plan.request_id}", outcome.model, fingerprint)
-    return StreamingResponse(
-        _relay(writer, outcome, plan, pipeline),
+    relay = _Relay(account, outcome, ChunkWriter(f"chatcmpl-{plan.request_id}", outcome.model, fingerprint))
+    return _AccountedStream(
+        relay,
         media_type="text/event-stream",
-        headers={**SSE_HEADERS, **_headers(plan, outcome.tier, outcome.strategy, plan.expected_cost_usd)},
+        headers={**SSE_HEADERS, **_headers(plan, outcome.tier, outcome.strategy, plan.decision.expected_cost_usd)},
     )
 
 
@@ -117,42 +118,58 @@ async def _replay(writer: ChunkWriter, result: ExecutionResult, include_usage: b
     yield DONE
 
 
-async def _relay(writer: ChunkWriter, live: LiveStream, plan: Plan, pipeline: ChatPipeline) -> AsyncIterator[bytes]:
-    """Forward a backend's stream; a disconnect cancels this generator, which closes the upstream."""
-    final: Completion | None = None
-    status, http_status = "client_disconnected", CLIENT_CLOSED
-    try:
+class _Relay:
+    """Forwards a backend's stream as SSE; `close` ends the upstream and accounts what it cost."""
+
+    def __init__(self, account: RequestAccount, live: LiveStream, writer: ChunkWriter) -> None:
+        self.account, self.live, self.writer = account, live, writer
+        self.final: Completion | None = None
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[bytes]:
+        writer, live = self.writer, self.live
         yield writer.role()
         item = live.first
-        while True:
-            if isinstance(item, Completion):
-                final = item
-                break
-            yield writer.text(item)
-            try:
-                item = await anext(live.rest)
-            except StopAsyncIteration:
-                break
-        yield writer.finish(final.finish_reason if final is not None else "stop")
-        if plan.chat.include_usage and final is not None:
-            yield writer.usage(final.usage.input_tokens, final.usage.output_tokens)
+        try:
+            while True:
+                if isinstance(item, Completion):
+                    self.final = item
+                    break
+                yield writer.text(item)
+                try:
+                    item = await anext(live.rest)
+                except StopAsyncIteration:
+                    break
+        except BackendError as error:
+            # Too late for a status code (and for a fallback: the client has text): say it in the stream.
+            info = describe(error)
+            yield error_event(info.message, info.type, info.code)
+            await self.close(info.code or "upstream_error", info.status)
+            return
+        yield writer.finish(self.final.finish_reason if self.final is not None else "stop")
+        if self.account.plan.chat.include_usage and self.final is not None:
+            yield writer.usage(self.final.usage.input_tokens, self.final.usage.output_tokens)
         yield DONE
-        status, http_status = "ok", 200
-    except BackendError as error:
-        # Too late for a status code: say it in the stream, as OpenAI does.
-        info = describe(error)
-        status, http_status = info.code or "upstream_error", info.status
-        yield error_event(info.message, info.type, info.code)
-    finally:
-        # Shielded: after a disconnect the scope is cancelled, and closing the upstream must still run.
+        await self.close("ok", 200)
+
+    async def close(self, status: str = "client_disconnected", http_status: int = CLIENT_CLOSED) -> None:
+        """Close the upstream and account the stream once (a disconnect lands here with the defaults)."""
         with anyio.CancelScope(shield=True):
-            close = getattr(live.rest, "aclose", None)
-            if close is not None:
-                await close()
-            result = None
-            if final is not None:
-                call = CallRecord.from_completions([final], 1)
-                result = ExecutionResult(
-                    final.text, final.finish_reason, live.tier, live.strategy, (call,), failed=live.failed
-                )
-            await pipeline.finish(plan, result, status, http_status, background=True)
+            await self.live.aclose()
+            await self.account.settle(self.live.result(self.final), status, http_status, background=True)
+
+
+class _AccountedStream(StreamingResponse):
+    """A streaming response that always closes its relay, even when the body never started."""
+
+    def __init__(self, relay: _Relay, **kwargs: Any) -> None:
+        super().__init__(relay, **kwargs)
+        self._relay = relay
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._relay.close()

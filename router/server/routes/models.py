@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from starlette.responses import Response
 
 from core.names import ROUTER_MODELS
 from router.server.responses import dumps
-from router.server.runtime import Runtime
+from router.server.dependencies import PolicyDep, PrincipalDep
 
 router = APIRouter()
 
 
 @router.get("/v1/models")
-async def list_models(request: Request) -> Response:
+async def list_models(policy: PolicyDep, principal: PrincipalDep) -> Response:
     """The models a client can name (pass-through models are patterns, so not listed)."""
-    runtime: Runtime = request.app.state.runtime
-    policy = runtime.store.policy
-    await runtime.auth.authenticate(request.headers.get("authorization"), policy.config.server)
     data = [{"id": name, "object": "model", "created": 0, "owned_by": "router"} for name in ROUTER_MODELS]
     data += [
         {"id": name, "object": "model", "created": 0, "owned_by": f"router:{policy.tier(name).backend}"}

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from starlette.responses import Response
 
-from policies.policy import describe_strategy
 from router.server.responses import dumps
-from router.server.runtime import Runtime
+from router.server.dependencies import PolicyDep, PrincipalDep
 
 router = APIRouter()
 
 
 @router.get("/v1/router/policy")
-async def live_policy(request: Request) -> Response:
+async def live_policy(policy: PolicyDep, principal: PrincipalDep) -> Response:
     """Version, source file, tiers (with strategy), rules, thresholds and fallbacks of the live policy."""
-    runtime: Runtime = request.app.state.runtime
-    policy = runtime.store.policy
-    await runtime.auth.authenticate(request.headers.get("authorization"), policy.config.server)
     config = policy.config
     body = {
         "version": policy.version,
@@ -28,7 +24,7 @@ async def live_policy(request: Request) -> Response:
                 "name": name,
                 "backend": policy.tier(name).backend,
                 "model": policy.tier(name).model,
-                "strategy": describe_strategy(policy.tier(name).strategy),
+                "strategy": policy.tier(name).strategy.describe(),
             }
             for name in policy.tier_names
         ],
