@@ -15,6 +15,7 @@ from router.cli.eval import eval_command
 from router.cli.policy import policy_app
 from router.cli.report import ledger_app, report_command
 from router.cli.serve import serve_command
+from router.cli.worker import worker_command
 from core.errors import RouterError
 
 app = typer.Typer(
@@ -29,6 +30,7 @@ app.add_typer(ledger_app, name="ledger")
 app.command("report")(report_command)
 app.command("serve")(serve_command)
 app.command("eval")(eval_command)
+app.command("worker")(worker_command)
 
 
 def main() -> None:
