@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -103,7 +104,7 @@ async def read_json(request: Request, limit: int) -> Any:
             "The request body is empty; send a JSON object with `model` and `messages`.", code="invalid_json"
         )
     try:
-        return json.loads(body)
+        parsed = json.loads(body)
     except json.JSONDecodeError as error:
         raise InvalidRequest(
             f"The request body is not valid JSON ({error.msg} at line {error.lineno}, column "
@@ -121,6 +122,26 @@ async def read_json(request: Request, limit: int) -> Any:
         raise InvalidRequest(
             "The request body holds an integer with too many digits (more than "
             f"{sys.get_int_max_str_digits()}); send numbers of ordinary size.",
+            code="invalid_json",
+        ) from None
+    if _SURROGATE_ESCAPE.search(body) is not None:
+        _refuse_lone_surrogates(parsed)
+    return parsed
+
+
+# JSON may escape a UTF-16 surrogate (`\ud83d`); a pair decodes to one character, but a lone half
+# (a string cut through an emoji) decodes to text that no encoder accepts, so it would fail later,
+# in the classifier's batch, the upstream call or the ledger. The rule: such a body is a 400.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _refuse_lone_surrogates(parsed: Any) -> None:
+    try:
+        json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequest(
+            "The request body holds a lone UTF-16 surrogate escape (such as \\ud800 without its pair), "
+            "which is not text; send whole characters (cut strings between characters, not inside an emoji).",
             code="invalid_json",
         ) from None
 
