@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import math
@@ -16,7 +17,7 @@ from typing import Any
 from policies import Policy
 from core.errors import BackendError, DataError
 from router.evals.dataset import EvalQuestion
-from router.execution import Executor, RequestOptions
+from router.execution import ExecutionResult, Executor, RequestOptions
 from router.ledger import Ledger, LedgerEntry
 from strategies import AnswerType, extract_answer, grade
 
@@ -93,8 +94,10 @@ async def run_eval(
 ) -> list[EvalRow]:
     """Run every (run, question) pair not yet in `output`; append each graded row as soon as it is done.
 
-    With a `ledger`, each answered question is also recorded there (prompt included, `source` as its
-    app) and graded at once, so `router report` and `router ledger export` see eval traffic.
+    With a `ledger`, each question is also recorded there (prompt included, `source` as its app) and,
+    when answered, graded at once, so `router report` and `router ledger export` see eval traffic. A
+    failed question is recorded too (status "error"), with the calls it paid for before failing;
+    its row carries the same spend, and it runs again on resume.
     """
     previous, done = read_done(output)
     if done:
@@ -107,45 +110,20 @@ async def run_eval(
 
         async def one(run: str, question: EvalQuestion) -> None:
             async with semaphore:
-                row = await _answer(policy, executor, run, question, difficulties, answer_type)
+                row, entry = await _answer(policy, executor, run, question, difficulties, answer_type, source)
             handle.write(row.to_json() + "\n")
             handle.flush()  # an interrupted run keeps every finished row
             if row.error is None:
                 rows.append(row)
-                if ledger is not None:
-                    await _record(ledger, policy, row, question, source)
+            if ledger is not None:  # failures too: the calls paid before them cost money
+                await ledger.record(entry)
+                if row.error is None:
+                    await ledger.feedback(entry.request_id, 1.0 if row.correct else 0.0)
             if on_row is not None:
                 on_row(row)
 
         await asyncio.gather(*(one(run, q) for run, q in pending))
     return rows
-
-
-async def _record(ledger: Ledger, policy: Policy, row: EvalRow, question: EvalQuestion, source: str) -> None:
-    """Write the row as a ledger record and grade it (correct = 1, wrong = 0)."""
-    request_id = f"eval-{uuid.uuid4().hex[:20]}"
-    entry = LedgerEntry(
-        request_id=request_id,
-        timestamp=time.time(),
-        policy_version=policy.version,
-        tier=row.tier,
-        strategy=row.strategy,
-        rule=row.rule,
-        difficulty=row.difficulty,
-        models=tuple(row.models),
-        input_tokens=row.input_tokens,
-        output_tokens=row.output_tokens,
-        cost_usd=row.cost_usd,
-        latency_s=row.latency_s,
-        status="ok",
-        key_tag="eval",
-        app=source,
-        prompt=question.question,
-        source=source,
-        extra={"eval_run": row.run, "question_id": row.id},
-    )
-    await ledger.record(entry)
-    await ledger.feedback(request_id, 1.0 if row.correct else 0.0)
 
 
 async def _answer(
@@ -155,35 +133,48 @@ async def _answer(
     question: EvalQuestion,
     difficulties: dict[str, float],
     answer_type: AnswerType,
-) -> EvalRow:
+    source: str,
+) -> tuple[EvalRow, LedgerEntry]:
+    """Run one question; its graded row, and its ledger entry (what it cost, answered or failed)."""
     difficulty = difficulties.get(question.id)
+    score = difficulty if difficulty is not None else math.nan
     if run == POLICY_RUN:
-        decision = policy.decide(question.question, difficulty if difficulty is not None else math.nan)
-    else:
-        decision = policy.forced(run.removeprefix("tier:"), question.question)
+        decision = policy.decide(question.question, score)
+    else:  # the classifier's score is still recorded, so forced runs show how well it predicted them
+        decision = dataclasses.replace(policy.forced(run.removeprefix("tier:"), question.question), difficulty=score)
     messages: list[Any] = [{"role": "user", "content": question.question}]
     start = time.perf_counter()
+    outcome: ExecutionResult | BackendError
     try:
-        result = await executor.run(policy, decision, messages, RequestOptions())
-    except BackendError as error:
-        return EvalRow(
-            run, question.id, decision.tier, decision.strategy.type, decision.rule, difficulty, None,
-            question.reference, False, 0, 0, 0.0, time.perf_counter() - start, error=str(error),
-        )
-    answer = extract_answer(result.text, answer_type)
-    return EvalRow(
+        outcome = await executor.run(policy, decision, messages, RequestOptions())
+    except BackendError as failure:
+        outcome = failure
+    entry = LedgerEntry.from_execution(
+        f"eval-{uuid.uuid4().hex[:20]}", decision, outcome,
+        status="error" if isinstance(outcome, BackendError) else "ok", latency_s=time.perf_counter() - start,
+        key_tag="eval", app=source, prompt=question.question, source=source,
+        extra={"eval_run": run, "question_id": question.id},
+    )
+    if isinstance(outcome, BackendError):
+        answer, correct, error = None, False, str(outcome)
+    else:
+        answer = extract_answer(outcome.text, answer_type)
+        correct, error = grade(answer, question.reference, answer_type), None
+    row = EvalRow(
         run=run,
         id=question.id,
-        tier=result.tier,
-        strategy=result.strategy,
-        rule=decision.rule,
+        tier=entry.tier,
+        strategy=entry.strategy,
+        rule=entry.rule,
         difficulty=difficulty,
         answer=answer,
         reference=question.reference,
-        correct=grade(answer, question.reference, answer_type),
-        input_tokens=result.input_tokens,
-        output_tokens=result.output_tokens,
-        cost_usd=result.cost_usd,
-        latency_s=time.perf_counter() - start,
-        models=list(result.models),
+        correct=correct,
+        input_tokens=entry.input_tokens,
+        output_tokens=entry.output_tokens,
+        cost_usd=entry.cost_usd,
+        latency_s=entry.latency_s,
+        models=list(entry.models),
+        error=error,
     )
+    return row, entry

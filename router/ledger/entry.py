@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.names import FORCED_RULE
 
-__all__ = ["FORCED_RULE", "NO_APP", "LedgerEntry", "StoredRecord", "entry_from_dict"]
+if TYPE_CHECKING:
+    from policies.policy import Decision
+    from router.execution import ExecutionResult
+
+__all__ = ["FORCED_RULE", "NO_APP", "VERDICT_SOURCES", "LedgerEntry", "StoredRecord", "entry_from_dict", "source_rank"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +46,84 @@ class LedgerEntry:
         data["models"] = list(self.models)
         return data
 
+    @classmethod
+    def from_execution(
+        cls,
+        request_id: str,
+        decision: Decision,
+        outcome: ExecutionResult | BaseException | None,
+        *,
+        status: str,
+        latency_s: float,
+        timestamp: float | None = None,
+        key_tag: str | None = None,
+        app: str | None = None,
+        prompt: str | None = None,
+        source: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> LedgerEntry:
+        """The entry of one executed decision, however it ended.
+
+        `outcome` is the answer's ExecutionResult; or the error the request failed with, whose
+        calls paid before the failure (`spent_calls`) are what it cost; or None when nothing is
+        known to have been spent. Fallbacks, escalation stages and the vote's confidence go into
+        `extra`, beside the caller's own keys.
+        """
+        if outcome is None or isinstance(outcome, BaseException):
+            # Here, not at the top: readers of the ledger (`router report`) need no execution layer.
+            from router.execution import ExecutionResult, spent_calls
+
+            paid = spent_calls(outcome) if outcome is not None else ()
+            outcome = ExecutionResult("", "error", decision.tier, decision.strategy.type, paid)
+        details = dict(extra or {})
+        if outcome.tier != decision.tier:
+            details["decided_tier"] = decision.tier
+        if outcome.failed:
+            details["failed_tiers"] = list(outcome.failed)
+        if len(outcome.stages) > 1:
+            details["stages"] = list(outcome.stages)
+        if outcome.confidence is not None:
+            details["confidence"] = outcome.confidence
+        return cls(
+            request_id=request_id,
+            timestamp=time.time() if timestamp is None else timestamp,
+            policy_version=decision.policy_version,
+            tier=outcome.tier,
+            strategy=outcome.strategy,
+            rule=decision.rule,
+            difficulty=None if math.isnan(decision.difficulty) else decision.difficulty,
+            models=outcome.models,
+            input_tokens=outcome.input_tokens,
+            output_tokens=outcome.output_tokens,
+            cost_usd=outcome.cost_usd,
+            latency_s=latency_s,
+            status=status,
+            key_tag=key_tag,
+            app=app,
+            prompt=prompt,
+            source=source,
+            extra=details,
+        )
+
 
 # FORCED_RULE (from the policy, which writes it into decisions) is the `rule` of a request whose
 # tier was chosen by the caller (a tier name as `model`, or `router eval --force-tier`), not by the
 # policy. Reports keep these out of the policy's own figures and use them as the always-<tier> reference.
+
+# Where a verdict comes from, strongest first: the app's own feedback (/v1/feedback), a dataset's
+# reference answer (`router eval`), the judge tier, agreement with the strongest tier's answer
+# (the last two from `router worker`, docs/live.md). A request's verdict in the aggregates is
+# its strongest source's; every source's verdict stays in the stream, so reports can tell them apart.
+VERDICT_SOURCES: tuple[str, ...] = ("feedback", "reference", "judge", "agreement")
+
+
+def source_rank(source: str) -> int:
+    """0 for the strongest verdict source; ValueError naming the sources for an unknown one."""
+    try:
+        return VERDICT_SOURCES.index(source)
+    except ValueError:
+        raise ValueError(f"verdict source: must be one of {', '.join(VERDICT_SOURCES)} (got {source!r})") from None
+
 
 # The app of a request that named none, in aggregates and reports.
 NO_APP = "(none)"
@@ -65,7 +146,8 @@ class StoredRecord:
     """An entry as read back from the ledger, with its verdict (None = not graded)."""
 
     entry: LedgerEntry
-    score: float | None = None
+    score: float | None = None  # the strongest source's latest verdict
+    verdicts: dict[str, float] = field(default_factory=dict)  # source -> its latest verdict
 
     @property
     def graded(self) -> bool:
