@@ -245,6 +245,34 @@ class Policy:
         """The tiers tried, in order, when `tier` fails."""
         return self._plans[tier].fallbacks
 
+    def worst_case_cost(self, decision: Decision, max_output_tokens: int | None = None) -> float:
+        """The most `decision` can cost: every call of its strategy and escalation steps writing its limit.
+
+        Each call is priced at the prompt plus the output limit (the tier's max_tokens, or the
+        client's smaller one); a budget reservation of this much can only be settled downwards.
+        """
+        if decision.tier == PASSTHROUGH:
+            price = self._passthrough_price
+            if price is None:
+                return 0.0
+            limit = self._config.server.passthrough.max_tokens
+            out = min(limit, max_output_tokens) if max_output_tokens is not None else limit
+            return decision.prompt_tokens * price.input_per_token + out * price.output_per_token
+        return self._worst_case(decision.tier, decision.prompt_tokens, max_output_tokens, frozenset())
+
+    def _worst_case(self, tier: str, prompt_tokens: int, max_output_tokens: int | None, seen: frozenset[str]) -> float:
+        plan = self._plans[tier]
+        limit = plan.config.max_tokens
+        out = min(limit, max_output_tokens) if max_output_tokens is not None else limit
+        per_call = prompt_tokens * plan.price.input_per_token + out * plan.price.output_per_token
+        total = plan.config.strategy.max_samples() * per_call
+        for step in plan.escalation:  # checks forbid loops; `seen` guards anyway
+            if step.then.more_samples is not None:
+                total += step.then.more_samples * per_call
+            elif step.then.to_tier is not None and step.then.to_tier not in seen:
+                total += self._worst_case(step.then.to_tier, prompt_tokens, max_output_tokens, seen | {tier})
+        return total
+
     def expected_cost(self, tier: str, prompt_tokens: int) -> float:
         """Expected USD for a prompt of `prompt_tokens` on `tier`, all strategy samples included."""
         return self._plans[tier].cost(prompt_tokens)

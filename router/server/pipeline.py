@@ -188,8 +188,11 @@ class ChatPipeline:
             raise LimitExceeded(f"Budget: {verdict.reason}.", code="budget_exceeded")
         plan = ChatPlan(request_id, chat, policy, principal, verdict.decision, started, metadata=metadata)
         if daily is not None:
-            await runtime.limiter.reserve(principal.name, plan.decision.expected_cost_usd, daily)
-            plan.reserved_usd, plan.budgeted = plan.decision.expected_cost_usd, True
+            # The worst case, not the expected cost: concurrent requests then cannot overshoot the budget
+            # by more than the prompt-token estimate's error (docs/proxy.md, "Budgets under concurrency").
+            worst = policy.worst_case_cost(plan.decision, chat.options.max_tokens)
+            await runtime.limiter.reserve(principal.name, worst, daily)
+            plan.reserved_usd, plan.budgeted = worst, True
         return plan
 
     async def execute(self, plan: ChatPlan, *, stream: bool) -> ExecutionResult | LiveStream:

@@ -23,7 +23,7 @@ REDIS_KEY = "sk-test-redis-9876543210"
 HI = {"model": "fast", "messages": [{"role": "user", "content": "hi"}]}
 POLICY_EXTRA = """
 budgets:
-  per_key_daily_usd: 0.00005
+  per_key_daily_usd: 0.00015
 server:
   api_keys:
     - {name: app, key_env: TEST_APP_KEY, requests_per_minute: 4}
@@ -122,14 +122,15 @@ def test_daily_budget_is_shared_by_both_processes(servers: tuple[list[str], str]
     import asyncio
 
     asyncio.run(add_key())
-    # Each request is reserved at its expected $0.000033 and settled at its actual $0.000005, so
-    # four fit in the $0.00005 daily budget and the fifth does not, across both processes.
-    statuses = [post(urls[i % 2], REDIS_KEY).status_code for i in range(5)]
-    assert statuses == [200, 200, 200, 200, 429]
+    # Each request is reserved at its worst case (1 prompt token + 64 output tokens: $0.000129) and
+    # settled at its actual $0.000005, so five fit in the $0.00015 daily budget and the sixth does
+    # not (0.000025 + 0.000129 > 0.00015), across both processes.
+    statuses = [post(urls[i % 2], REDIS_KEY).status_code for i in range(6)]
+    assert statuses == [200, 200, 200, 200, 200, 429]
     refused = post(urls[1], REDIS_KEY)
     assert refused.json()["error"]["code"] == "budget_exceeded"
     assert refused.json()["error"]["type"] == "insufficient_quota"
     spent = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     day = time.strftime("%Y-%m-%d", time.gmtime())
-    assert float(spent.get(f"{prefix}spend:from-redis:{day}") or 0) == pytest.approx(4 * 5e-6)
+    assert float(spent.get(f"{prefix}spend:from-redis:{day}") or 0) == pytest.approx(5 * 5e-6)
     spent.close()
