@@ -148,7 +148,8 @@ class MemoryLedger:
                 continue
             request = self._requests.get(request_id)
             score = None if request is None or request.score_e6 is None else request.score_e6 / MICRO
-            out.append(StoredRecord(entry, score))
+            # The embedded store takes only the app's feedback (the worker needs Redis).
+            out.append(StoredRecord(entry, score, {} if score is None else {"feedback": score}))
         return out
 
     def aggregates(self, dimension: Dimension | None, days: Sequence[str] | None = None) -> dict[str, Counts]:

@@ -16,7 +16,7 @@ from typing import Any
 from core.errors import ConfigError
 from router.ledger.config import LedgerConfig
 from router.ledger.counts import MICRO, NANO, score_units, to_units
-from router.ledger.entry import NO_APP, LedgerEntry
+from router.ledger.entry import NO_APP, LedgerEntry, source_rank
 from router.ledger.keys import Dimension, LedgerKeys, utc_day
 
 logger = logging.getLogger(__name__)
@@ -49,16 +49,24 @@ redis.call('SADD', KEYS[5], ARGV[9])
 return 1
 """
 
-# KEYS: the request hash, the stream. ARGV: score in millionths, key prefix, request id, stream maxlen.
-# Returns 0 for an unknown (or expired) request, 1 for a first verdict, 2 for a replaced one.
+# KEYS: the request hash, the stream. ARGV: score in millionths, key prefix, request id, stream maxlen,
+# verdict source, the source's rank (0 strongest, see VERDICT_SOURCES).
+# Returns 0 for an unknown (or expired) request, 1 for a first verdict, 2 for a replaced one, 3 for
+# a verdict kept in the stream only, because the request already has one from a stronger source
+# (a judge never overrides the app's own feedback; a request without a stored rank was graded
+# before sources existed and counts as feedback).
 # A replaced verdict moves `correct_e6` by the difference only; graded and graded cost were
 # counted with the first. Aggregates that expired meanwhile are left alone (never recreated
 # without their TTL). The verdict is also appended to the stream, so that reading the stream
 # alone gives every record with its latest verdict, however old. The aggregate key names are
 # rebuilt here exactly as keys.py builds them (tests/ledger check that they agree).
 FEEDBACK_LUA = """
-local h = redis.call('HMGET', KEYS[1], 't', 'p', 'a', 'd', 'c', 'v')
+local h = redis.call('HMGET', KEYS[1], 't', 'p', 'a', 'd', 'c', 'v', 'vr')
 if not h[1] then return 0 end
+if h[6] and tonumber(h[7] or '0') < tonumber(ARGV[6]) then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'v', ARGV[3], 's', ARGV[1], 'src', ARGV[5])
+  return 3
+end
 local new = tonumber(ARGV[1])
 local graded, delta, result = 1, new, 1
 if h[6] then
@@ -77,8 +85,8 @@ for _, key in ipairs(aggs) do
     if delta ~= 0 then redis.call('HINCRBY', key, 'correct_e6', string.format('%d', delta)) end
   end
 end
-redis.call('HSET', KEYS[1], 'v', ARGV[1])
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'v', ARGV[3], 's', ARGV[1])
+redis.call('HSET', KEYS[1], 'v', ARGV[1], 'vr', ARGV[6])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'v', ARGV[3], 's', ARGV[1], 'src', ARGV[5])
 return result
 """
 
@@ -166,10 +174,13 @@ def check_score(score: float) -> float:
     return float(score)
 
 
-def feedback_call(request_id: str, score: float, keys: LedgerKeys, config: LedgerConfig) -> Call:
-    """The feedback script's call: set this request's verdict, replacing any earlier one."""
+def feedback_call(
+    request_id: str, score: float, keys: LedgerKeys, config: LedgerConfig, source: str = "feedback"
+) -> Call:
+    """The feedback script's call: set this request's verdict, replacing any earlier one of no stronger source."""
     return Call(
         "feedback",
         [keys.request(request_id), keys.stream],
-        [score_units(check_score(score)), keys.prefix, request_id, config.stream_maxlen],
+        [score_units(check_score(score)), keys.prefix, request_id, config.stream_maxlen, source,
+         source_rank(source)],
     )

@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from core.errors import ConfigError
 from router.ledger.config import LedgerConfig
 from router.ledger.counts import MICRO, Counts
-from router.ledger.entry import LedgerEntry, StoredRecord, entry_from_dict
+from router.ledger.entry import VERDICT_SOURCES, LedgerEntry, StoredRecord, entry_from_dict, source_rank
 from router.ledger.keys import Dimension, LedgerKeys
 from router.ledger.scripts import FEEDBACK_LUA, RECORD_LUA, feedback_call, record_call
 
@@ -61,9 +61,9 @@ class SyncRedisLedger:
         with self._reachable():
             return bool(self._record_script(keys=call.keys, args=call.args))
 
-    def feedback(self, request_id: str, score: float) -> bool:
-        """Set a request's verdict in [0, 1], replacing an earlier one; False for an unknown request."""
-        call = feedback_call(request_id, score, self._keys, self.config)
+    def feedback(self, request_id: str, score: float, source: str = "feedback") -> bool:
+        """Set a request's verdict of `source` in [0, 1] (replacing one of no stronger source); False for an unknown request."""
+        call = feedback_call(request_id, score, self._keys, self.config, source)
         with self._reachable():
             return bool(self._feedback_script(keys=call.keys, args=call.args))
 
@@ -71,14 +71,15 @@ class SyncRedisLedger:
         """Records with since <= timestamp < until, in stream order, each with its latest verdict."""
         start = "-" if since is None else str(max(0, int((since - LATE_ARRIVAL_S) * 1000)))
         entries: list[LedgerEntry] = []
-        verdicts: dict[str, int] = {}  # request id -> latest score in millionths
+        verdicts: dict[str, dict[str, int]] = {}  # request id -> source -> latest score in millionths
         with self._reachable():
             while True:
                 # decode_responses=True: ids and fields are str, which redis-py's types do not know.
                 page = cast(list[tuple[str, dict[str, str]]], self._client.xrange(self._keys.stream, start, "+", count=PAGE))
                 for _, fields in page:
                     if "v" in fields:  # a verdict; its record came earlier in the stream
-                        verdicts[fields["v"]] = int(fields["s"])
+                        # Verdicts written before sources existed carry none: they were app feedback or eval references.
+                        verdicts.setdefault(fields["v"], {})[fields.get("src", "feedback")] = int(fields["s"])
                         continue
                     entry = entry_from_dict(json.loads(fields["r"]))
                     if (since is None or entry.timestamp >= since) and (until is None or entry.timestamp < until):
@@ -86,7 +87,7 @@ class SyncRedisLedger:
                 if len(page) < PAGE:
                     break
                 start = "(" + page[-1][0]
-        return [StoredRecord(e, verdicts[e.request_id] / MICRO if e.request_id in verdicts else None) for e in entries]
+        return [_with_verdicts(e, verdicts.get(e.request_id)) for e in entries]
 
     def aggregates(self, dimension: Dimension | None, days: Sequence[str] | None = None) -> dict[str, Counts]:
         """Aggregates per value of a dimension (or the total, key ""), all-time or summed over UTC days."""
@@ -122,3 +123,12 @@ class SyncRedisLedger:
     def close(self) -> None:
         """Close the connection pool."""
         self._client.close()
+
+
+def _with_verdicts(entry: LedgerEntry, by_source: dict[str, int] | None) -> StoredRecord:
+    """The record with every source's latest verdict, and the strongest source's as its score."""
+    if not by_source:
+        return StoredRecord(entry)
+    scores = {source: units / MICRO for source, units in by_source.items()}
+    strongest = min(scores, key=lambda source: source_rank(source) if source in VERDICT_SOURCES else len(VERDICT_SOURCES))
+    return StoredRecord(entry, scores[strongest], scores)

@@ -23,10 +23,6 @@ if TYPE_CHECKING:
 
     from router.ledger.entry import LedgerEntry
 
-# Where verdicts come from, strongest first: the app's own feedback, a dataset's reference answer
-# (`router eval`), the judge tier, agreement with the strongest tier's answer.
-VERDICT_SOURCES = ("feedback", "reference", "judge", "agreement")
-
 # How long the `done` marks live: longer than any request can still receive a verdict.
 DONE_TTL_S = 30 * 86_400
 SPENT_TTL_S = 3 * 86_400
@@ -74,10 +70,9 @@ class VerdictWriter:
 
     async def verdict(self, request_id: str, tier: str, score: float, source: str) -> int:
         """Write one verdict of `source` unless already written: -1 duplicate, 0 unknown request, else written."""
-        call = feedback_call(request_id, score, self.keys, self.config)
+        call = feedback_call(request_id, score, self.keys, self.config, source)
         keys = [*call.keys, self.live.done(request_id, source, tier)]
-        args = [*call.args, source, VERDICT_SOURCES.index(source), DONE_TTL_S]
-        return int(await self._once(keys=keys, args=args))
+        return int(await self._once(keys=keys, args=[*call.args, DONE_TTL_S]))
 
     async def spent_today(self, kind: str) -> float:
         """USD spent on this kind of live work today (UTC)."""

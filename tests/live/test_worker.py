@@ -70,7 +70,7 @@ def test_judge_verdicts_match_recorded_outcomes(rows: list[dict[str, Any]], upst
     loop = asyncio.run(enqueue_all(policy_path, prefix, items))
     assert loop.stats()["queued_grade"] == 12
     worker = asyncio.run(run_worker(policy_path, prefix, 12))
-    assert worker.totals["graded:weak:judge"] == 12
+    assert worker.totals["graded:weak:judge"] == 12, dict(worker.totals)
     scores = {r.entry.request_id: r.score for r in ledger.records()}
     assert scores == {f"r{i}": float(row["outcomes"]["weak"]["correct"]) for i, row in enumerate(rows[:12])}
     assert ledger.aggregates("tier")["weak"].graded == 12
@@ -139,3 +139,35 @@ async def _depth(prefix: str) -> int:
 @pytest.fixture(autouse=True)
 def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+
+
+def test_verdict_sources_never_override_a_stronger_one(prefix: str, rows: list[dict[str, Any]]) -> None:
+    """App feedback outranks the judge, which outranks agreement; each source stays visible in the stream."""
+    from router.live.verdicts import VerdictWriter
+
+    config = LedgerConfig(redis_url=TEST_REDIS_URL, key_prefix=prefix, store_prompts=True)
+    ledger = open_sync_ledger(config)
+    for name in ("a", "b"):
+        ledger.record(entry_for(rows[0], "weak", name))
+    assert ledger.feedback("a", 1.0)  # the app said right
+
+    async def judge() -> list[int]:
+        client = Redis.from_url(TEST_REDIS_URL, decode_responses=True)
+        writer = VerdictWriter(client, config)
+        try:
+            return [
+                await writer.verdict("a", "weak", 0.0, "judge"),  # kept beside the app's verdict
+                await writer.verdict("b", "weak", 0.0, "agreement"),
+                await writer.verdict("b", "weak", 1.0, "judge"),  # replaces agreement
+                await writer.verdict("b", "weak", 0.0, "judge"),  # already written: refused
+            ]
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(judge()) == [3, 1, 2, -1]
+    records = {r.entry.request_id: r for r in ledger.records()}
+    assert records["a"].score == 1.0 and records["a"].verdicts == {"feedback": 1.0, "judge": 0.0}
+    assert records["b"].score == 1.0 and records["b"].verdicts == {"agreement": 0.0, "judge": 1.0}
+    weak = ledger.aggregates("tier")["weak"]
+    assert weak.graded == 2 and weak.correct == 2.0
+    ledger.close()
