@@ -174,3 +174,104 @@ def test_stop_is_idempotent(policy_file: Path) -> None:
     store.start()
     store.stop()
     store.stop()
+
+
+# Hardening (issue 10, item 3): a file still being written never goes live, and an edit that drops
+# every API key source needs the new file's consent.
+FALLBACKS = "fallbacks:\n  strong: [weak]\n"
+KEYS = "server:\n  api_keys:\n    - {name: app, sha256: " + "a" * 64 + "}\n    - {name: ops, sha256: " + "b" * 64 + "}\n"
+
+
+class Sampler:
+    """A thread that notes every policy version the store serves, as requests would see them."""
+
+    def __init__(self, store: PolicyStore) -> None:
+        self.store = store
+        self.versions: set[str] = set()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run)
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.versions.add(self.store.policy.version)
+            time.sleep(0.001)
+
+    def __enter__(self) -> Sampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def test_a_file_written_in_two_parts_never_goes_live_half_written(policy_file: Path) -> None:
+    policy_file.write_text(TWO_TIERS + FALLBACKS)
+    store = PolicyStore(policy_file, interval_s=0.01, settle_s=0.5)
+    first = store.policy.version
+    half, whole = parse_policy(MOVED).version, parse_policy(MOVED + FALLBACKS).version
+    with store, Sampler(store) as sampler:
+        with policy_file.open("w") as handle:  # in place, as `cat > router.yaml` or a slow copy does
+            handle.write(MOVED)  # a valid policy on its own: it only lacks the fallbacks
+            handle.flush()
+            time.sleep(0.3)
+            handle.write(FALLBACKS)
+        assert wait_for(lambda: store.policy.version == whole)
+    assert half not in sampler.versions
+    assert sampler.versions == {first, whole}
+    assert store.stats() == {"applied": 1, "invalid": 0, "auth_downgrade_refused": 0}
+
+
+def test_the_settle_time_comes_from_the_live_policy(policy_file: Path) -> None:
+    policy_file.write_text(TWO_TIERS + "server:\n  reload: {settle_s: 0}\n")
+    store = PolicyStore(policy_file)
+    assert store.settle_s == 0
+    policy_file.write_text(MOVED)
+    assert store.poll() is True  # no settling asked: the first poll that sees the edit loads it
+    assert store.settle_s == 1.0  # MOVED says nothing: the default
+    policy_file.write_text(TWO_TIERS)
+    assert store.poll() is False and store.poll() is False  # seen, but not yet still for 1 s
+    assert store.policy.version == parse_policy(MOVED).version
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "dropped"),
+    [
+        (KEYS, "", "every server.api_keys entry (2)"),
+        ("server:\n  redis_api_keys: true\n", "server:\n  redis_api_keys: false\n", "server.redis_api_keys"),
+        (KEYS + "  redis_api_keys: true\n", "", "every server.api_keys entry (2) and server.redis_api_keys"),
+    ],
+    ids=["api-keys", "redis-keys", "both"],
+)
+def test_an_edit_that_drops_every_key_source_is_refused_unless_confirmed(
+    policy_file: Path, caplog: pytest.LogCaptureFixture, old: str, new: str, dropped: str
+) -> None:
+    policy_file.write_text(TWO_TIERS + old)
+    store = PolicyStore(policy_file)
+    live = store.policy
+    with caplog.at_level(logging.ERROR, logger="policies.reload"):
+        policy_file.write_text(MOVED + new)
+        assert store.reload() is False
+        assert store.reload() is False  # logged and counted once per content
+    assert store.policy is live
+    assert caplog.text.count("edit refused") == 1
+    assert f"it drops {dropped}" in caplog.text
+    assert "allow_auth_downgrade: true" in caplog.text
+    assert store.stats()["auth_downgrade_refused"] == 1
+    confirmed = new or "server:\n"
+    policy_file.write_text(MOVED + confirmed + "  reload: {allow_auth_downgrade: true}\n")
+    assert store.reload() is True
+    assert store.policy.version != live.version
+
+
+def test_removing_one_key_or_adding_keys_is_ordinary(policy_file: Path) -> None:
+    policy_file.write_text(TWO_TIERS + KEYS)
+    store = PolicyStore(policy_file)
+    one_key = KEYS.split("    - {name: ops")[0]
+    policy_file.write_text(TWO_TIERS + one_key)
+    assert store.reload() is True
+    policy_file.write_text(TWO_TIERS)  # from no key source to... still one is dropped: refused
+    assert store.reload() is False
+    store_without = PolicyStore(policy_file)
+    policy_file.write_text(TWO_TIERS + KEYS)
+    assert store_without.reload() is True
