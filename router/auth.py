@@ -2,6 +2,8 @@
 
 When no key is configured anywhere, the proxy is open and every request is the `anonymous`
 principal. Keys are compared by their sha256, so neither router.yaml nor Redis ever holds one.
+A key looked up in Redis is bounded by `server.redis.timeout_s`; when Redis fails, a key that
+cannot be checked is refused with 503 (`router.redis_guard`), whatever `server.redis.on_error` says.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
-from policies.schema import ServerConfig
 from core.errors import AuthenticationFailed
+from policies.schema import ServerConfig
+from router.redis_guard import RedisGuard
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -33,6 +36,7 @@ class Principal:
 
     name: str
     requests_per_minute: int | None = None
+    admin: bool = False  # may grade any request on /v1/feedback
 
 
 ANONYMOUS = Principal("anonymous")
@@ -44,23 +48,26 @@ def key_digest(key: str) -> str:
 
 
 async def store_api_key(
-    redis: Redis, prefix: str, key: str, *, name: str, requests_per_minute: int | None = None
+    redis: Redis, prefix: str, key: str, *, name: str, requests_per_minute: int | None = None, admin: bool = False
 ) -> None:
     """Register a key in Redis (needs `server.redis_api_keys: true` in router.yaml)."""
-    record = {"name": name, "requests_per_minute": requests_per_minute}
+    record = {"name": name, "requests_per_minute": requests_per_minute, "admin": admin}
     await redis.hset(f"{prefix}{REDIS_KEYS_HASH}", key_digest(key), json.dumps(record))
 
 
 class Authenticator:
     """Resolves an `Authorization: Bearer` header to a Principal, or raises AuthenticationFailed."""
 
-    def __init__(self, settings_keys: Sequence[SecretStr], redis: Redis | None, prefix: str) -> None:
+    def __init__(
+        self, settings_keys: Sequence[SecretStr], redis: Redis | None, prefix: str, guard: RedisGuard | None = None
+    ) -> None:
         self._settings_keys = {
             key_digest(key.get_secret_value()): Principal(f"key-{key_digest(key.get_secret_value())[:8]}")
             for key in settings_keys
         }
         self._redis = redis
         self._prefix = prefix
+        self._guard = guard or RedisGuard()
         self._config: ServerConfig | None = None
         self._table: dict[str, Principal] = {}
 
@@ -80,7 +87,7 @@ class Authenticator:
                         )
                         continue
                     digest = key_digest(secret)
-                table[digest] = Principal(entry.name, entry.requests_per_minute)
+                table[digest] = Principal(entry.name, entry.requests_per_minute, entry.admin)
             self._table, self._config = table, config
         return self._table
 
@@ -102,7 +109,7 @@ class Authenticator:
         digest = key_digest(key)
         found = self._keys(config).get(digest)
         if found is None and config.redis_api_keys and self._redis is not None:
-            found = await self._from_redis(digest)
+            found = await self._from_redis(digest, config)
         if found is None:
             raise AuthenticationFailed(
                 "Incorrect API key provided; check the key, or ask the proxy's operator for one.",
@@ -110,14 +117,17 @@ class Authenticator:
             )
         return found
 
-    async def _from_redis(self, digest: str) -> Principal | None:
-        raw = await self._redis.hget(f"{self._prefix}{REDIS_KEYS_HASH}", digest) if self._redis else None
+    async def _from_redis(self, digest: str, config: ServerConfig) -> Principal | None:
+        if self._redis is None:
+            return None
+        lookup = self._redis.hget(f"{self._prefix}{REDIS_KEYS_HASH}", digest)
+        raw = await self._guard.strict("api_key", lookup, config.redis)
         if raw is None:
             return None
         try:
             record = json.loads(raw)
             rpm = record.get("requests_per_minute")
-            return Principal(str(record["name"]), int(rpm) if rpm is not None else None)
+            return Principal(str(record["name"]), int(rpm) if rpm is not None else None, record.get("admin") is True)
         except (ValueError, KeyError, TypeError, AttributeError):
             logger.error("Redis API key %s... has a malformed record %r; it is refused.", digest[:8], raw)
             return None

@@ -6,26 +6,28 @@ cost is added to the key's spend of the day (refused if that would pass the limi
 ends, the difference to the actual cost is settled. Without Redis, `LocalLimiter` does the same
 in one process only, which the start-up log says.
 
-A Redis outage fails open (requests are served, unlimited) and is logged: an unreachable
-limiter must not take the proxy down with it.
+Every Redis call is bounded by `server.redis.timeout_s` of the live router.yaml. When Redis
+fails or does not answer in time, `server.redis.on_error` decides: `open` (the default) serves
+the request without the limit, `closed` refuses it with 503; either way it is logged and counted
+(`router.redis_guard`). A settle that fails is lost, logged and counted: the answer is already sent.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
 from core.errors import LimitExceeded
+from policies.schema import RedisConfig
+from router.redis_guard import RedisGuard
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.commands.core import AsyncScript
-
-logger = logging.getLogger(__name__)
 
 SPEND_TTL_S = 2 * 86_400  # a day's spend outlives the day, for late settles
 
@@ -119,11 +121,23 @@ def _budget_refusal(principal: str, spent: float, amount: float, limit: float) -
 
 
 class RedisLimiter:
-    """The shared limiter: one Lua script per check, keys under `prefix`."""
+    """The shared limiter: one Lua script per check, keys under `prefix`.
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    `config` gives the live `server.redis` section (timeout and outage rule) at each call.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str,
+        *,
+        config: Callable[[], RedisConfig] = RedisConfig,
+        guard: RedisGuard | None = None,
+    ) -> None:
         self._redis = redis
         self._prefix = prefix
+        self._config = config
+        self._guard = guard or RedisGuard()
         self._admit: AsyncScript = redis.register_script(_ADMIT)
         self._reserve: AsyncScript = redis.register_script(_RESERVE)
 
@@ -132,15 +146,12 @@ class RedisLimiter:
 
     async def admit(self, principal: str, rate: Rate | None) -> float:
         """One token from the key's bucket, atomically; returns today's spend."""
-        from redis.exceptions import RedisError
-
         keys = [f"{self._prefix}rate:{principal}", self._spend_key(principal)]
         args = [rate.per_ms, rate.burst, 1] if rate is not None else [0, 0, 0]
-        try:
-            allowed, wait_ms, spent = await self._admit(keys=keys, args=args)
-        except RedisError as error:
-            logger.warning("rate limit not enforced: Redis failed (%s).", error)
-            return 0.0
+        open_result = [1, 0, 0.0]  # failed open: admitted, and nothing known spent
+        allowed, wait_ms, spent = await self._guard.per_policy(
+            "rate_limit", self._admit(keys=keys, args=args), self._config(), open_result
+        )
         if not int(allowed):
             assert rate is not None
             raise _rate_refusal(principal, rate, int(wait_ms) / 1000)
@@ -148,34 +159,24 @@ class RedisLimiter:
 
     async def reserve(self, principal: str, amount_usd: float, limit_usd: float | None) -> None:
         """Reserve the expected cost atomically against the daily limit."""
-        from redis.exceptions import RedisError
-
         limit = "" if limit_usd is None else repr(limit_usd)
-        try:
-            ok, spent = await self._reserve(
-                keys=[self._spend_key(principal)], args=[repr(amount_usd), limit, SPEND_TTL_S]
-            )
-        except RedisError as error:
-            logger.warning("budget not enforced: Redis failed (%s).", error)
-            return
+        reservation = self._reserve(keys=[self._spend_key(principal)], args=[repr(amount_usd), limit, SPEND_TTL_S])
+        ok, spent = await self._guard.per_policy("budget", reservation, self._config(), [1, 0.0])
         if not int(ok):
             assert limit_usd is not None
             raise _budget_refusal(principal, float(spent), amount_usd, limit_usd)
 
     async def settle(self, principal: str, delta_usd: float) -> None:
         """Add the difference between actual and reserved cost."""
-        from redis.exceptions import RedisError
-
         if delta_usd == 0:
             return
-        key = self._spend_key(principal)
-        try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.incrbyfloat(key, delta_usd)
-                pipe.expire(key, SPEND_TTL_S)
-                await pipe.execute()
-        except RedisError as error:
-            logger.warning("spend of key %s not settled: Redis failed (%s).", principal, error)
+        await self._guard.best_effort("budget_settle", self._settle(self._spend_key(principal), delta_usd), self._config())
+
+    async def _settle(self, key: str, delta_usd: float) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incrbyfloat(key, delta_usd)
+            pipe.expire(key, SPEND_TTL_S)
+            await pipe.execute()
 
 
 class LocalLimiter:

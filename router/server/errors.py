@@ -89,6 +89,7 @@ def describe(error: BaseException) -> ErrorInfo:
         return ErrorInfo(
             503, "server_error", "redis_unavailable",
             f"The proxy cannot reach Redis ({type(error).__name__}); retry shortly.",
+            headers={"retry-after": "1"},
         )
     if isinstance(error, RouterError):
         return ErrorInfo(500, "server_error", "router_error", message)

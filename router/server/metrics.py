@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -64,6 +64,19 @@ class RouterMetrics:
             "router_ledger", "Ledger counters: recorded, queued, dropped (buffer overflow), outages...", ["stat"],
             registry=registry,
         )
+        self.redis_failures = Counter(
+            "router_redis_failures",
+            "Request-path Redis calls that failed or timed out, by operation (api_key, rate_limit, budget, "
+            "budget_settle) and action (served: failed open, refused: 503, lost: not recorded).",
+            ["operation", "action"], registry=registry,
+        )
+        self.policy_reloads = Counter(
+            "router_policy_reloads",
+            "Edits of router.yaml read by the watcher, by outcome (applied, invalid, auth_downgrade_refused).",
+            ["outcome"], registry=registry,
+        )
+        self._reload_stats: Callable[[], Mapping[str, int]] | None = None
+        self._reloads_seen: dict[str, int] = {}
         self._policy_version: str | None = None
         # Filled by a gc callback, which must not take the metric locks; drained at each scrape.
         self.gc_samples: deque[tuple[int, float]] = deque(maxlen=100_000)
@@ -80,6 +93,25 @@ class RouterMetrics:
         """One error response."""
         self.errors.labels(code).inc()
 
+    def count_redis_failure(self, operation: str, action: str) -> None:
+        """One request-path Redis call that failed (router.redis_guard)."""
+        self.redis_failures.labels(operation, action).inc()
+
+    def track_policy_reloads(self, stats: Callable[[], Mapping[str, int]]) -> None:
+        """Publish the policy store's reload outcomes (read at each scrape: the store knows no metrics)."""
+        self._reload_stats = stats
+        self._sync_reloads()
+
+    def _sync_reloads(self) -> None:
+        if self._reload_stats is None:
+            return
+        for outcome, total in self._reload_stats().items():
+            counter = self.policy_reloads.labels(outcome)
+            new = total - self._reloads_seen.get(outcome, 0)
+            if new > 0:
+                counter.inc(new)
+                self._reloads_seen[outcome] = total
+
     def set_ledger_stats(self, stats: Mapping[str, int]) -> None:
         """Publish the ledger's own counters (a write lost to a full buffer shows here as `dropped`)."""
         for name, value in stats.items():
@@ -87,6 +119,7 @@ class RouterMetrics:
 
     def exposition(self) -> bytes:
         """The text format, all workers' metrics when in multiprocess mode."""
+        self._sync_reloads()
         while self.gc_samples:
             generation, seconds = self.gc_samples.popleft()
             self.gc_pause.labels(str(generation)).observe(seconds)

@@ -19,11 +19,14 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from policies import PolicyStore
+from policies.schema import RedisConfig
 from router.auth import Authenticator
 from core.errors import RouterError
 from router.execution import BackendProvider, Executor
 from router.ledger import Ledger
+from router.live.loop import build_live_loop
 from router.ratelimit import Limiter, LocalLimiter, RedisLimiter
+from router.redis_guard import RedisGuard
 from router.server.metrics import RouterMetrics
 from router.server.scoring import ClassifierLoader, ScorerPool
 from router.server.settings import ServerSettings
@@ -38,6 +41,7 @@ logger = logging.getLogger(__name__)
 # Young collections cost ~0.6 ms per 1,000 objects, so a large first threshold only trades many
 # short pauses for few long ones (50,000 gave 45 ms pauses): keep it small.
 GC_THRESHOLDS = (2_000, 10, 10)
+REDIS_SOCKET_TIMEOUT_S = 5.0  # a backstop: request-path calls have the shorter server.redis.timeout_s
 CHAT_PATH = "/v1/chat/completions"
 
 
@@ -75,8 +79,11 @@ class Runtime:
             classifier_loader, max_batch=settings.classifier_batch, observe=self._observe_batch
         )
         self.redis: Redis | None = None
+        self.redis_guard = RedisGuard(self.metrics.count_redis_failure)
         self.limiter: Limiter = LocalLimiter()
-        self.auth = Authenticator(settings.api_keys, None, settings.redis_prefix)
+        self.auth = Authenticator(settings.api_keys, None, settings.redis_prefix, self.redis_guard)
+        self.metrics.track_policy_reloads(store.stats)
+        self.live = build_live_loop(lambda: self.store.policy, None, settings.redis_prefix)
         self.state = "starting"
         self.failure: str | None = None
         self._loading: asyncio.Task[None] | None = None
@@ -99,6 +106,9 @@ class Runtime:
         if request.url.path == CHAT_PATH and not getattr(request.state, "accounted", False):
             self.metrics.requests.labels("none", str(status)).inc()
 
+    def _redis_config(self) -> RedisConfig:
+        return self.store.policy.config.server.redis
+
     def _count_event(self, kind: str, source: str, target: str) -> None:
         self.metrics.events.labels(kind, source, target).inc()
 
@@ -109,12 +119,25 @@ class Runtime:
         """Open connections and begin loading models in the background."""
         if self.settings.redis_url is not None:
             from redis.asyncio import Redis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
 
-            self.redis = Redis.from_url(self.settings.redis_url.get_secret_value(), decode_responses=True)
-            self.limiter = RedisLimiter(self.redis, self.settings.redis_prefix)
+            # Requests bound each call by server.redis.timeout_s (router.redis_guard); the socket
+            # timeouts bound everything else, and redis-py's own retries would only multiply both.
+            self.redis = Redis.from_url(
+                self.settings.redis_url.get_secret_value(),
+                decode_responses=True,
+                socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+                socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
+                retry=Retry(NoBackoff(), 0),
+            )
+            self.limiter = RedisLimiter(
+                self.redis, self.settings.redis_prefix, config=self._redis_config, guard=self.redis_guard
+            )
         else:
             logger.info("no REDIS_URL: rate limits and budgets are enforced per process only.")
-        self.auth = Authenticator(self.settings.api_keys, self.redis, self.settings.redis_prefix)
+        self.auth = Authenticator(self.settings.api_keys, self.redis, self.settings.redis_prefix, self.redis_guard)
+        self.live = build_live_loop(lambda: self.store.policy, self.redis, self.settings.redis_prefix)
         await self.ledger.start()
         if self.settings.reload_interval_s > 0:
             self.store.start()
@@ -177,6 +200,7 @@ class Runtime:
             await asyncio.wait(set(self._tasks), timeout=5)
         await self.scorers.aclose()
         await self.backends.aclose()
+        await self.live.aclose()
         await self.ledger.aclose()
         if self.redis is not None:
             await self.redis.aclose()
