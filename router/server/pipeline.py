@@ -23,10 +23,10 @@ import anyio
 from starlette.requests import Request
 
 from policies.policy import Decision, Policy
-from core.names import PASSTHROUGH, ROUTER_MODELS
+from core.names import ROUTER_MODELS
 from router.auth import Principal
 from core.errors import LimitExceeded, ModelNotFound
-from router.execution import ExecutionResult, LiveStream, passthrough_allowed, spent_calls
+from router.execution import ExecutionResult, LiveStream, passthrough_allowed
 from router.ledger.entry import LedgerEntry
 from router.ratelimit import Rate
 from router.server.errors import describe
@@ -103,25 +103,25 @@ class RequestAccount:
         self.settled = False
 
     async def settle(
-        self, result: ExecutionResult | None, status: str, http_status: int, *, background: bool = False
+        self, outcome: ExecutionResult | BaseException | None, status: str, http_status: int, *, background: bool = False
     ) -> None:
-        """Settle spend, count metrics and write the ledger entry (in the background when `background`)."""
+        """Settle spend, count metrics and write the ledger entry (in the background when `background`).
+
+        `outcome` is the answer, or the error it ended with (its paid calls count), or None.
+        """
         if self.settled:
             return
         self.settled = True
-        work = self._pipeline.account(self.plan, result, status, http_status)
+        work = self._pipeline.account(self.plan, outcome, status, http_status)
         if background:
             self._pipeline.runtime.spawn(work)
         else:
             await work
 
     async def fail(self, error: BaseException, *, background: bool = False) -> None:
-        """Account a request that ended in an error; calls paid for before it still count."""
+        """Account a request that ended in an error response."""
         info = describe(error)
-        paid = spent_calls(error)
-        decision = self.plan.decision
-        partial = ExecutionResult("", "error", decision.tier, decision.strategy.type, paid) if paid else None
-        await self.settle(partial, info.code or "error", info.status, background=background)
+        await self.settle(error, info.code or "error", info.status, background=background)
 
     async def __aenter__(self) -> RequestAccount:
         return self
@@ -201,55 +201,27 @@ class ChatPipeline:
         return await self.runtime.executor.execute(plan.policy, plan.decision, chat.messages, chat.options, stream=stream)
 
     async def account(
-        self, plan: ChatPlan, result: ExecutionResult | None, status: str, http_status: int
+        self, plan: ChatPlan, outcome: ExecutionResult | BaseException | None, status: str, http_status: int
     ) -> None:
-        """Settle spend, count metrics and record the ledger entry of a finished (or failed) request."""
+        """Settle spend, count metrics, record the ledger entry and offer the answer to the live loop."""
         runtime, metrics = self.runtime, self.runtime.metrics
         elapsed = time.perf_counter() - plan.started
-        decision = plan.decision
-        tier = result.tier if result is not None else decision.tier
-        cost = result.cost_usd if result is not None else 0.0
-        metrics.requests.labels(tier, str(http_status)).inc()
-        if result is not None:
-            metrics.tokens.labels(tier, "input").inc(result.input_tokens)
-            metrics.tokens.labels(tier, "output").inc(result.output_tokens)
-            metrics.cost.labels(tier).inc(cost)
-            metrics.latency.labels(tier).observe(elapsed)
-            called = sum(call.latency_s for call in result.calls)
-            metrics.overhead.observe(max(0.0, elapsed - called))
-        entry = LedgerEntry(
-            request_id=plan.request_id,
-            timestamp=time.time(),
-            policy_version=plan.policy.version,
-            tier=tier,
-            strategy=result.strategy if result is not None else decision.strategy.type,
-            rule=decision.rule,
-            difficulty=plan.difficulty,
-            models=result.models if result is not None else (),
-            input_tokens=result.input_tokens if result is not None else 0,
-            output_tokens=result.output_tokens if result is not None else 0,
-            cost_usd=cost,
-            latency_s=elapsed,
-            status=status,
-            key_tag=plan.principal.name,
-            app=plan.metadata.get("app"),
-            prompt=plan.chat.query,
-            extra=self._extra(plan, result),
+        entry = LedgerEntry.from_execution(
+            plan.request_id, plan.decision, outcome, status=status, latency_s=elapsed,
+            key_tag=plan.principal.name, app=plan.metadata.get("app"), prompt=plan.chat.query,
+            extra={"requested_model": plan.chat.model},
         )
+        tier = entry.tier
+        metrics.requests.labels(tier, str(http_status)).inc()
+        metrics.tokens.labels(tier, "input").inc(entry.input_tokens)  # a failure's paid calls count too
+        metrics.tokens.labels(tier, "output").inc(entry.output_tokens)
+        metrics.cost.labels(tier).inc(entry.cost_usd)
+        if isinstance(outcome, ExecutionResult):
+            metrics.latency.labels(tier).observe(elapsed)
+            called = sum(call.latency_s for call in outcome.calls)
+            metrics.overhead.observe(max(0.0, elapsed - called))
         if plan.budgeted:
-            await runtime.limiter.settle(plan.principal.name, cost - plan.reserved_usd)
+            await runtime.limiter.settle(plan.principal.name, entry.cost_usd - plan.reserved_usd)
         await runtime.ledger.record(entry)
-
-    @staticmethod
-    def _extra(plan: ChatPlan, result: ExecutionResult | None) -> dict[str, object]:
-        extra: dict[str, object] = {"requested_model": plan.chat.model}
-        if result is not None:
-            if result.tier != plan.decision.tier:
-                extra["decided_tier"] = plan.decision.tier
-            if result.failed:
-                extra["failed_tiers"] = list(result.failed)
-            if len(result.stages) > 1:
-                extra["stages"] = list(result.stages)
-            if result.confidence is not None:
-                extra["confidence"] = result.confidence
-        return extra
+        if isinstance(outcome, ExecutionResult) and status == "ok":
+            await runtime.live.after_request(entry, plan.chat.messages, outcome.text)
