@@ -130,9 +130,9 @@ def _print_summary(rows: list[EvalRow], output: Path) -> None:
     for column in ("run", "questions", "accuracy", "total cost", "cost per correct", "tokens in", "tokens out"):
         table.add_column(column, justify="left" if column == "run" else "right")
     for summary in runs + tiers:
+        c = summary.counts
         table.add_row(
-            summary.name, str(summary.questions), "-" if summary.accuracy is None else f"{summary.accuracy:.3f}",
-            _money(summary.cost_usd),
-            _money(summary.cost_per_correct), str(summary.input_tokens), str(summary.output_tokens),
+            summary.name, str(c.requests), "-" if c.accuracy is None else f"{c.accuracy:.3f}", _money(c.cost_usd),
+            _money(c.cost_per_correct), str(c.input_tokens), str(c.output_tokens),
         )
     Console(width=110).print(table)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich import box
@@ -24,27 +23,11 @@ if TYPE_CHECKING:  # imported when a command runs: redis and pydantic would slow
 ledger_app = typer.Typer(help="Work with the request ledger: export it as training data.", no_args_is_help=True)
 
 
-class ByChoice(str, Enum):
-    """What one row of the report stands for."""
-
-    tier = "tier"
-    policy = "policy"
-    app = "app"
-    day = "day"
-
-
-class SourceChoice(str, Enum):
-    """Where the report's numbers come from."""
-
-    records = "records"
-    aggregates = "aggregates"
-
-
-class ExportFormat(str, Enum):
-    """Export formats: routing outcomes (train-ready) or the raw records."""
-
-    jsonl = "jsonl"
-    records = "records"
+# Choices as Literals: typer lists and checks them, and mypy checks them against router.ledger.report's
+# By and Source, which cannot be imported here without loading redis for every `router` call.
+ByChoice = Literal["tier", "policy", "app", "day"]
+SourceChoice = Literal["records", "aggregates"]
+ExportFormat = Literal["jsonl", "records"]  # routing outcomes (train-ready), or the raw records
 
 
 RedisUrlOption = Annotated[
@@ -86,11 +69,11 @@ def _ratio(value: float | None) -> str:
 @reports_errors
 def report_command(
     since: Annotated[str, typer.Option("--since", help=SinceHelp)] = "24h",
-    by: Annotated[ByChoice, typer.Option("--by", help="One row per tier, policy version, app or UTC day.")] = ByChoice.tier,
+    by: Annotated[ByChoice, typer.Option("--by", help="One row per tier, policy version, app or UTC day.")] = "tier",
     source: Annotated[
         SourceChoice,
         typer.Option("--source", help="records: exact, from the stream; aggregates: per-day totals, kept longer."),
-    ] = SourceChoice.records,
+    ] = "records",
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (rows carry cost_per_correct).")] = False,
     plot: Annotated[
         Path | None,
@@ -108,11 +91,11 @@ def report_command(
     start = parse_since(since, now)
     ledger = _ledger(redis_url, prefix)
     try:
-        report = build_report(ledger, by.value, start, now, source.value)
+        report = build_report(ledger, by, start, now, source)
         if plot is not None:
             from router.ledger.plot import plot_report
 
-            drawn = report if source is SourceChoice.records else report_from_records(ledger.records(start, now), by.value, start, now)
+            drawn = report if source == "records" else report_from_records(ledger.records(start, now), by, start, now)
             plot_report(drawn, plot)
     finally:
         ledger.close()
@@ -153,7 +136,7 @@ def export_command(
     export_format: Annotated[
         ExportFormat,
         typer.Option("--format", help="jsonl: routing outcomes for `router classifier train`; records: raw records."),
-    ] = ExportFormat.jsonl,
+    ] = "jsonl",
     graded_only: Annotated[
         bool, typer.Option("--graded-only", help="Only graded records (always so for jsonl: an outcome needs a verdict).")
     ] = False,
@@ -176,7 +159,7 @@ def export_command(
         records = ledger.records(start)
     finally:
         ledger.close()
-    if export_format is ExportFormat.jsonl:
+    if export_format == "jsonl":
         tier_list = None if tiers is None else [t.strip() for t in tiers.split(",")]
         rows, summary = outcome_rows(records, tier_list)
         if not rows:

@@ -5,43 +5,23 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from core.metrics import accuracy, cost_per_correct
 from router.evals.runner import EvalRow
+from router.ledger.counts import Counts
 
 
 @dataclass(frozen=True)
 class RunSummary:
-    """Totals over a group of graded rows."""
+    """Totals over a group of graded rows, counted as the ledger counts requests (each row is graded)."""
 
     name: str
-    questions: int
-    correct: int
-    cost_usd: float
-    input_tokens: int
-    output_tokens: int
-    latency_s: float
-
-    @property
-    def accuracy(self) -> float | None:
-        """Share answered correctly (None with no questions)."""
-        return accuracy(self.correct, self.questions)
-
-    @property
-    def cost_per_correct(self) -> float | None:
-        """Total cost divided by correct answers; None when none is correct (see core.metrics)."""
-        return cost_per_correct(self.cost_usd, self.correct)
+    counts: Counts
 
 
 def _total(name: str, rows: list[EvalRow]) -> RunSummary:
-    return RunSummary(
-        name=name,
-        questions=len(rows),
-        correct=sum(row.correct for row in rows),
-        cost_usd=sum(row.cost_usd for row in rows),
-        input_tokens=sum(row.input_tokens for row in rows),
-        output_tokens=sum(row.output_tokens for row in rows),
-        latency_s=sum(row.latency_s for row in rows),
-    )
+    total = Counts()
+    for row in rows:
+        total.add(Counts.one(row.cost_usd, row.input_tokens, row.output_tokens, row.latency_s, score=float(row.correct)))
+    return RunSummary(name, total)
 
 
 def summarise(rows: Iterable[EvalRow]) -> tuple[list[RunSummary], list[RunSummary]]:

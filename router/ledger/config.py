@@ -7,6 +7,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.errors import ConfigError
+
 DEFAULT_PREFIX = "router:"
 
 
@@ -61,3 +63,8 @@ class LedgerConfig(BaseModel):
     def display_url(self) -> str:
         """The Redis URL with its password masked, or a note that the embedded store is used."""
         return mask_url(self.redis_url) if self.redis_url else "(embedded, in-process)"
+
+    def require_redis(self, client: object | None, fix: str) -> None:
+        """Raise ConfigError(`fix`) unless there is a Redis to talk to: `redis_url`, or a client given."""
+        if self.redis_url is None and client is None:
+            raise ConfigError(fix)

@@ -63,6 +63,19 @@ class Counts:
     correct_e6: int = 0
 
     @classmethod
+    def one(
+        cls, cost_usd: float, input_tokens: int, output_tokens: int, latency_s: float, *, ok: bool = True,
+        score: float | None = None,
+    ) -> Counts:
+        """One request as counters, rounded as the Lua scripts round; graded when it has a `score`."""
+        cost = to_units(cost_usd, NANO)
+        counts = cls(requests=1, errors=int(not ok), cost_nusd=cost, input_tokens=to_units(input_tokens, 1),
+                     output_tokens=to_units(output_tokens, 1), latency_us=to_units(latency_s, MICRO))
+        if score is not None:
+            counts.graded, counts.graded_cost_nusd, counts.correct_e6 = 1, cost, score_units(score)
+        return counts
+
+    @classmethod
     def from_hash(cls, data: Mapping[Any, Any]) -> Counts:
         """Counts from a Redis hash (absent fields are 0; unknown fields are ignored)."""
         return cls(**{item.name: int(data[item.name]) for item in fields(cls) if item.name in data})

@@ -25,7 +25,6 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from core.errors import ConfigError
 from router.ledger.config import LedgerConfig
 from router.ledger.counts import STAT_NAMES
 from router.ledger.entry import LedgerEntry
@@ -39,6 +38,10 @@ OUTAGE_ERRORS = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
 BATCH_SIZE = 256
 RETRY_FIRST_S = 0.05
 RETRY_MAX_S = 2.0
+NO_REDIS = (
+    "ledger.redis_url: a Redis URL is needed for the Redis ledger, e.g. redis://127.0.0.1:6379/0; "
+    "use open_ledger() to fall back to the embedded store when none is configured."
+)
 
 
 def redis_client(url: str, timeout_s: float) -> aioredis.Redis:
@@ -56,11 +59,7 @@ class RedisLedger:
     """Async ledger writer backed by Redis (stream + aggregates), resilient to Redis outages."""
 
     def __init__(self, config: LedgerConfig, client: aioredis.Redis | None = None) -> None:
-        if config.redis_url is None and client is None:
-            raise ConfigError(
-                "ledger.redis_url: a Redis URL is needed for the Redis ledger, e.g. redis://127.0.0.1:6379/0; "
-                "use open_ledger() to fall back to the embedded store when none is configured."
-            )
+        config.require_redis(client, NO_REDIS)
         self.config = config
         self._keys = LedgerKeys(config.key_prefix)
         self._client = client

@@ -19,7 +19,7 @@ from typing import Any, Literal
 from core.errors import ConfigError
 from core.metrics import CALIBRATION_BINS, calibration_bins, calibration_error
 from router.ledger.base import LedgerReader
-from router.ledger.counts import MICRO, NANO, Counts, score_units, to_units
+from router.ledger.counts import Counts
 from router.ledger.entry import FORCED_RULE, NO_APP, StoredRecord
 from router.ledger.keys import utc_day
 
@@ -63,19 +63,8 @@ def iso(timestamp: float | None) -> str | None:
 
 def record_counts(record: StoredRecord) -> Counts:
     """One record as counters, with the same integer rounding as the Lua scripts."""
-    entry = record.entry
-    cost = to_units(entry.cost_usd, NANO)
-    counts = Counts(
-        requests=1,
-        errors=int(entry.status != "ok"),
-        cost_nusd=cost,
-        input_tokens=to_units(entry.input_tokens, 1),
-        output_tokens=to_units(entry.output_tokens, 1),
-        latency_us=to_units(entry.latency_s, MICRO),
-    )
-    if record.score is not None:
-        counts.graded, counts.graded_cost_nusd, counts.correct_e6 = 1, cost, score_units(record.score)
-    return counts
+    e = record.entry
+    return Counts.one(e.cost_usd, e.input_tokens, e.output_tokens, e.latency_s, ok=e.status == "ok", score=record.score)
 
 
 _KEY_OF: dict[str, Callable[[StoredRecord], str]] = {

@@ -26,17 +26,17 @@ PAGE = 1000
 # Records reach the stream up to this long after their timestamp (a proxy flushing its outage
 # buffer), so a time window is read from this much earlier in stream-id time, then filtered.
 LATE_ARRIVAL_S = 86_400
+NO_REDIS = (
+    "No ledger Redis to read: pass --redis-url redis://HOST:6379/0 (or set ROUTER_REDIS_URL). "
+    "The embedded ledger lives inside `router serve` and no other process can read it."
+)
 
 
 class SyncRedisLedger:
     """Blocking client of the Redis ledger: read records and aggregates, record, grade."""
 
     def __init__(self, config: LedgerConfig, client: redis.Redis | None = None) -> None:
-        if config.redis_url is None and client is None:
-            raise ConfigError(
-                "No ledger Redis to read: pass --redis-url redis://HOST:6379/0 (or set ROUTER_REDIS_URL). "
-                "The embedded ledger lives inside `router serve` and no other process can read it."
-            )
+        config.require_redis(client, NO_REDIS)
         self.config = config
         self._keys = LedgerKeys(config.key_prefix)
         self._client = client or redis.Redis.from_url(

@@ -14,7 +14,7 @@ import redis
 from typer.testing import CliRunner
 
 from policies import Policy, parse_policy
-from router.backends import Backend, Completion, FakeBackend, GenerationParams, Message, TokenPrice
+from router.backends import Backend, FakeBackend, TokenPrice
 from router.cli import app
 from core.errors import BackendUnavailable, DataError
 from router.evals import detect_answer_type, load_questions, run_eval, summarise
@@ -23,6 +23,8 @@ from router.execution import Executor
 from tests.backends.conftest import openai_stub  # noqa: F401 - the real upstream fixture
 from tests.backends.upstream_stub import OpenAIStub, Reply
 from tests.conftest import TEST_REDIS_URL
+from tests.execution.test_partial_spend import POLICY as PARTIAL_SPEND_POLICY
+from tests.execution.test_partial_spend import FailsOnSecondCall
 from tests.server.support import FAKE_POLICY, FakeBackends
 
 
@@ -78,7 +80,7 @@ def test_grades_and_accounts_each_run(dataset: Path, tmp_path: Path) -> None:
     assert by_key[(POLICY_RUN, "q3")].tier == "fast" and not by_key[(POLICY_RUN, "q3")].correct
     assert by_key[(tier_run("deep"), "q3")].rule == "forced" and by_key[(tier_run("deep"), "q3")].answer == "18"
     runs, tiers = summarise(rows)
-    totals = {s.name: s for s in runs}
+    totals = {s.name: s.counts for s in runs}
     assert totals["policy"].correct == 2 and totals["tier:fast"].correct == 1 and totals["tier:deep"].correct == 3
     # FakeBackend counts one token per word. deep, q2: 3 samples of "Answer: 17" (2 tokens each), one prompt of 5 words.
     q2 = by_key[(POLICY_RUN, "q2")]
@@ -222,38 +224,11 @@ def test_graded_answers_go_to_the_ledger_and_export_back(dataset: Path, tmp_path
         plain.close()
 
 
-VOTE_THEN_FAIL_POLICY = """
-tiers:
-  - name: deep
-    backend: litellm
-    model: openai/deep
-    price: {input_per_million: 10.0, output_per_million: 20.0}
-    strategy: {type: self_consistency, n: 4, round_size: 2, answer_type: number, chain_of_thought: false}
-rules:
-  - name: default
-    tier: deep
-"""
-
-
-class VotesThenFails:
-    """Per question: one round of two different answers (so the vote needs another), then the upstream dies."""
-
-    def __init__(self) -> None:
-        self.inner = FakeBackend(["Answer: 1", "Answer: 2"], model="deep", price=TokenPrice(10.0, 20.0))
-        self.calls = 0
-
-    async def generate(self, messages: Sequence[Message], params: GenerationParams) -> list[Completion]:
-        self.calls += 1
-        if self.calls % 2 == 0:
-            raise BackendUnavailable("deep went away mid-vote")
-        return await self.inner.generate(messages, params)
-
-
 def test_a_failed_question_accounts_the_calls_it_paid_for(dataset: Path, tmp_path: Path) -> None:
     from router.ledger import LedgerConfig, open_ledger, open_sync_ledger
 
     config = LedgerConfig(redis_url=TEST_REDIS_URL, key_prefix=f"test-eval-{uuid.uuid4().hex[:8]}:")
-    policy = parse_policy(VOTE_THEN_FAIL_POLICY)
+    policy = parse_policy(PARTIAL_SPEND_POLICY.replace("fallbacks:\n  deep: [fast]\n", ""))  # deep has no fallback
     output = tmp_path / "out.jsonl"
 
     async def go() -> list:  # type: ignore[type-arg]
@@ -261,27 +236,26 @@ def test_a_failed_question_accounts_the_calls_it_paid_for(dataset: Path, tmp_pat
         await ledger.start()
         try:
             return await run_eval(
-                policy, Executor(FakeBackends({"deep": VotesThenFails()})), load_questions(dataset)[:2],
+                policy, Executor(FakeBackends({"deep": FailsOnSecondCall()})), load_questions(dataset)[:1],
                 [tier_run("deep")], {"q1": 0.3}, "number", output, ledger=ledger,
             )
         finally:
             await ledger.aclose()
 
     assert asyncio.run(go()) == []  # nothing answered, so nothing graded or summarised
-    # FakeBackend counts words: each question's 5-word prompt once, then 2 answers of 2 words.
+    # FakeBackend counts words: the 5-word prompt once, then 2 answers of 2 words, before deep went away.
     paid = (5 * 10.0 + 4 * 20.0) / 1e6
-    rows = [json.loads(line) for line in output.read_text().splitlines()]
-    assert [(r["error"] is not None, r["input_tokens"], r["output_tokens"]) for r in rows] == [(True, 5, 4)] * 2
-    assert all(r["cost_usd"] == pytest.approx(paid) and r["models"] == ["deep"] for r in rows)
+    (row,) = [json.loads(line) for line in output.read_text().splitlines()]
+    assert "mid-vote" in row["error"] and (row["input_tokens"], row["output_tokens"], row["models"]) == (5, 4, ["deep"])
+    assert row["cost_usd"] == pytest.approx(paid)
     reader = open_sync_ledger(config)
     try:
-        stored = sorted(reader.records(), key=lambda s: s.entry.extra["question_id"])
-        assert [(s.entry.status, s.score) for s in stored] == [("error", None)] * 2
-        assert [s.entry.cost_usd for s in stored] == pytest.approx([paid, paid])
-        assert [s.entry.difficulty for s in stored] == [0.3, None]  # the classifier's score, kept for forced runs
-        totals = reader.aggregates(None)
-        assert sum(c.errors for c in totals.values()) == 2
-        assert sum(c.cost_usd for c in totals.values()) == pytest.approx(2 * paid)
+        (stored,) = reader.records()
+        assert (stored.entry.status, stored.score, stored.entry.difficulty) == ("error", None, 0.3)
+        assert stored.entry.cost_usd == pytest.approx(paid)
+        total = reader.aggregates(None)[""]
+        assert (total.requests, total.errors, total.graded) == (1, 1, 0)
+        assert total.cost_usd == pytest.approx(paid)
     finally:
         reader.close()
         plain = redis.Redis.from_url(TEST_REDIS_URL)
