@@ -11,12 +11,10 @@ Confidence is always the chosen answer's agreement among the n samples.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Literal
 
-from core.llm import Backend, GenerationParams, Message
 from strategies.base import Recorder, Sample, StrategyResult
-from strategies.sampling import Sampling, voted_result
+from strategies.sampling import Draw, Sampling, voted_result
 from strategies.voting import majority_vote
 
 logger = logging.getLogger(__name__)
@@ -37,20 +35,9 @@ class BestOfN(Sampling):
         cot = ", chain of thought" if self.chain_of_thought else ""
         return f"{self.type} n={self.n}, scorer {self.scorer}{cot}"
 
-    async def sample(
-        self,
-        backend: Backend,
-        messages: Sequence[Message],
-        params: GenerationParams,
-        recorder: Recorder,
-        target: int,
-        earlier_latency_s: float,
-    ) -> StrategyResult:
+    async def sample(self, draw: Draw, recorder: Recorder, target: int, earlier_latency_s: float) -> StrategyResult:
         """Draw the missing samples in one call and pick one."""
-        asked = params.replace(
-            n=target - len(recorder.samples), temperature=self.temperature, logprobs=self.scorer == "logprob"
-        )
-        await recorder.draw(backend, self.prompt(messages), asked)
+        await draw.into(recorder, target - len(recorder.samples), logprobs=self.scorer == "logprob")
         return self._pick(recorder, earlier_latency_s)
 
     def _pick(self, recorder: Recorder, earlier_latency_s: float) -> StrategyResult:

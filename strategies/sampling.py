@@ -4,6 +4,7 @@ and `extend` to draw more and vote again over all of them (what escalation's mor
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pydantic import Field, model_validator
 
@@ -51,7 +52,8 @@ class Sampling(Strategy):
 
     async def run(self, backend: Backend, messages: Sequence[Message], params: GenerationParams) -> StrategyResult:
         """Draw up to n samples and choose."""
-        return await self.sample(backend, messages, params, Recorder(self.answer_type), self.n, 0.0)
+        draw = Draw(backend, self.prompt(messages), params.replace(temperature=self.temperature))
+        return await self.sample(draw, Recorder(self.answer_type), self.n, 0.0)
 
     async def extend(
         self,
@@ -63,20 +65,25 @@ class Sampling(Strategy):
     ) -> StrategyResult:
         """Draw up to `extra` more samples (same rules) and choose again over old and new together."""
         recorder = Recorder.continuing(self.answer_type, previous)
-        target = len(previous.samples) + extra
-        return await self.sample(backend, messages, params, recorder, target, previous.latency_s)
+        draw = Draw(backend, self.prompt(messages), params.replace(temperature=self.temperature))
+        return await self.sample(draw, recorder, len(previous.samples) + extra, previous.latency_s)
 
-    async def sample(
-        self,
-        backend: Backend,
-        messages: Sequence[Message],
-        params: GenerationParams,
-        recorder: Recorder,
-        target: int,
-        earlier_latency_s: float,
-    ) -> StrategyResult:
+    async def sample(self, draw: Draw, recorder: Recorder, target: int, earlier_latency_s: float) -> StrategyResult:
         """Draw until `recorder` holds `target` samples (or the strategy stops early), then choose."""
         raise NotImplementedError  # pragma: no cover - each sampling strategy defines it
+
+
+@dataclass(frozen=True, slots=True)
+class Draw:
+    """Where a sampling strategy draws from: the backend, the prompt its samples answer, the sampling settings."""
+
+    backend: Backend
+    prompt: list[Message]
+    params: GenerationParams
+
+    async def into(self, recorder: Recorder, n: int, **changes: object) -> None:
+        """One call for `n` samples, recorded."""
+        await recorder.draw(self.backend, self.prompt, self.params.replace(n=n, **changes))
 
 
 def voted_result(

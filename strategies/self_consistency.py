@@ -12,14 +12,13 @@ Confidence is the winner's agreement (votes / samples drawn; unreadable samples 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Literal
 
 from pydantic import Field
 
-from core.llm import Backend, GenerationParams, Message
 from strategies.base import Recorder, StrategyProblem, StrategyResult
-from strategies.sampling import Sampling, voted_result
+from strategies.sampling import Draw, Sampling, voted_result
 from strategies.voting import majority_vote
 
 
@@ -38,24 +37,14 @@ class SelfConsistency(Sampling):
         if self.round_size is not None and self.round_size > self.n:
             yield ("round_size",), f"must be <= n ({self.n})"
 
-    async def sample(
-        self,
-        backend: Backend,
-        messages: Sequence[Message],
-        params: GenerationParams,
-        recorder: Recorder,
-        target: int,
-        earlier_latency_s: float,
-    ) -> StrategyResult:
+    async def sample(self, draw: Draw, recorder: Recorder, target: int, earlier_latency_s: float) -> StrategyResult:
         """Draw rounds until the vote is settled or `target` samples are in."""
-        prompt = self.prompt(messages)
-        sampling = params.replace(temperature=self.temperature)
         round_size = self.round_size or max(1, target - len(recorder.samples))
         vote = majority_vote([s.answer for s in recorder.samples])
         stop_reason = "all_samples"
         while len(recorder.samples) < target:
             want = min(round_size, target - len(recorder.samples))
-            await recorder.draw(backend, prompt, sampling.replace(n=want))
+            await draw.into(recorder, want)
             vote = majority_vote([s.answer for s in recorder.samples])
             remaining = target - len(recorder.samples)
             if remaining <= 0:
