@@ -17,6 +17,7 @@ Run as a process: `python -m bench.live.upstream --data outcomes.jsonl --port 81
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
 import re
@@ -55,6 +56,7 @@ class ReplayUpstream:
         for row in rows:
             self.rows[str(row["prompt"]).strip()] = row
         self.calls: dict[str, int] = {}
+        self.judge_delay_s = 0.0  # a slow judge, to catch a worker mid-job
 
     def answer(self, model: str, prompt: str) -> str:
         row = self.rows.get(prompt.strip())
@@ -90,6 +92,8 @@ class ReplayUpstream:
         self.calls[model] = self.calls.get(model, 0) + 1
         messages = body.get("messages", [])
         user = next((m["content"] for m in reversed(messages) if m.get("role") == "user"), "")
+        if model == "judge" and self.judge_delay_s:
+            await asyncio.sleep(self.judge_delay_s)
         text = self.judge(user) if model == "judge" else self.answer(model, user)
         prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),
@@ -127,8 +131,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True)
     parser.add_argument("--port", type=int, default=8100)
+    parser.add_argument("--judge-delay", type=float, default=0.0, help="Seconds the judge takes per answer.")
     args = parser.parse_args()
-    uvicorn.run(ReplayUpstream(load_rows(args.data)), host="127.0.0.1", port=args.port, log_level="warning")
+    app = ReplayUpstream(load_rows(args.data))
+    app.judge_delay_s = args.judge_delay
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,18 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
+from core.errors import ConfigError
 from router.cli._common import configure_logging, reports_errors
+from router.cli._ledger_data import (
+    FromLedgerOption,
+    LedgerPrefixOption,
+    LedgerRedisOption,
+    MinPerTierOption,
+    SinceOption,
+    SourceOption,
+    export_ledger_data,
+    record_ledger_metadata,
+)
 
 classifier_app = typer.Typer(help="Train, evaluate, score with and explain the difficulty classifier.", no_args_is_help=True)
 
@@ -110,8 +121,11 @@ def _print_result(title: str, result: Any) -> None:
 @classifier_app.command("train")
 @reports_errors
 def train_command(
-    data: DataOption,
     out: Annotated[Path, typer.Option("--out", help="Folder to write the classifier artifact into.")],
+    data: Annotated[
+        list[str] | None,
+        typer.Option("--data", help="Routing-outcome or label file (JSONL/CSV) or URL; repeat for several."),
+    ] = None,
     estimator: Annotated[Estimator, typer.Option("--estimator", help="Model kind; auto picks by cross-validation.")] = Estimator.auto,
     cv: Annotated[int, typer.Option("--cv", min=2, max=20, help="Cross-validation folds for model selection.")] = 5,
     seed: Annotated[int, typer.Option("--seed", help="Random seed for folds and models.")] = 0,
@@ -122,17 +136,31 @@ def train_command(
     no_neighbour_ids: Annotated[
         bool, typer.Option("--no-neighbour-ids", help="Do not store training ids for `explain` in the artifact.")
     ] = False,
+    from_ledger: FromLedgerOption = False,
+    since: SinceOption = "all",
+    source: SourceOption = None,
+    min_per_tier: MinPerTierOption = 50,
+    redis_url: LedgerRedisOption = None,
+    prefix: LedgerPrefixOption = None,
     verbose: VerboseOption = False,
 ) -> None:
-    """Train a difficulty classifier on routing outcomes and save it to --out."""
+    """Train a difficulty classifier on routing outcomes (--data, or --from-ledger) and save it to --out."""
     from classifiers.training import cross_validate_files, train
 
     configure_logging(verbose)
+    ledger_data = None
+    if from_ledger:
+        ledger_data = export_ledger_data(out / "ledger-data.jsonl", redis_url, prefix, since, source, min_per_tier)
+        data = [*(data or []), str(ledger_data.path)]
+    if not data:
+        raise ConfigError("Give --data FILE (repeatable) or --from-ledger.")
     selection = cross_validate_files(
         data, _encoder(embedding_model, no_cache), model=estimator.value, folds=cv, seed=seed,
         data_format=data_format.value, skip_bad_rows=skip_bad_rows,
     )
     report = train(selection, out, store_neighbour_ids=not no_neighbour_ids)
+    if ledger_data is not None:
+        record_ledger_metadata(out, ledger_data.metadata(since))
     console().print(selection.loaded.summary())
     for result in selection.candidates:
         _print_result(f"{cv}-fold CV: {_describe(result.params)}", result)

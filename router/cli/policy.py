@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -27,6 +28,15 @@ from policies.simulate import (
     simulate,
 )
 from router.cli._common import configure_logging, reports_errors
+from router.cli._ledger_data import (
+    FromLedgerOption,
+    LedgerPrefixOption,
+    LedgerRedisOption,
+    MinPerTierOption,
+    SinceOption,
+    SourceOption,
+    export_ledger_data,
+)
 from core.errors import ConfigError, DataError, PolicyError
 
 policy_app = typer.Typer(
@@ -212,7 +222,9 @@ def simulate_command(
 @policy_app.command("calibrate")
 @reports_errors
 def calibrate_command(
-    data: DataOption,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Routing-outcome data (JSONL, or any format the loaders read).")
+    ] = None,
     config: ConfigOption = Path("router.yaml"),
     target_quality: Annotated[
         float | None,
@@ -231,8 +243,14 @@ def calibrate_command(
         typer.Option("--write", help="Update the thresholds in the policy file (nothing else)."),
     ] = False,
     json_: JsonOption = False,
+    from_ledger: FromLedgerOption = False,
+    since: SinceOption = "all",
+    source: SourceOption = None,
+    min_per_tier: MinPerTierOption = 50,
+    redis_url: LedgerRedisOption = None,
+    prefix: LedgerPrefixOption = None,
 ) -> None:
-    """Choose the difficulty thresholds for a quality target or a cost cap.
+    """Choose the difficulty thresholds for a quality target or a cost cap (on --data, or --from-ledger).
 
     Quality is accuracy relative to always-strongest. Prints the trade-off curve; with --write,
     replaces only the threshold numbers in the policy file (comments and layout stay as they are).
@@ -242,7 +260,15 @@ def calibrate_command(
             "Give exactly one of --target-quality (e.g. 0.95) or --max-cost-per-1k (USD)."
         )
     policy = load_policy(config)
-    records = _outcome_records(data)
+    if from_ledger == (data is not None):
+        raise ConfigError("Give exactly one of --data FILE or --from-ledger.")
+    if from_ledger:
+        with tempfile.TemporaryDirectory() as folder:
+            exported = export_ledger_data(Path(folder) / "ledger.jsonl", redis_url, prefix, since, source, min_per_tier)
+            records = _outcome_records(exported.path)
+    else:
+        assert data is not None
+        records = _outcome_records(data)
     if scores is not None:
         difficulties, origin = load_scores(scores, records, policy.config.classifier.score), f"scores from {scores}"
     else:

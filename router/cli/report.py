@@ -13,7 +13,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from router.cli._common import configure_logging, reports_errors
+from router.cli._common import REDIS_ENV_VARS, configure_logging, reports_errors
 from core.errors import ConfigError, DataError
 
 if TYPE_CHECKING:  # imported when a command runs: redis and pydantic would slow every `router` call
@@ -32,7 +32,7 @@ ExportFormat = Literal["jsonl", "records"]  # routing outcomes (train-ready), or
 
 RedisUrlOption = Annotated[
     str | None,
-    typer.Option("--redis-url", envvar="ROUTER_REDIS_URL", help="The ledger's Redis, e.g. redis://127.0.0.1:6379/0."),
+    typer.Option("--redis-url", envvar=REDIS_ENV_VARS, help="The ledger's Redis, e.g. redis://127.0.0.1:6379/0 (default: $REDIS_URL)."),
 ]
 PrefixOption = Annotated[
     str | None, typer.Option("--prefix", help="Key prefix of the ledger in Redis (ledger.key_prefix; default router:).")

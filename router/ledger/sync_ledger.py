@@ -27,7 +27,7 @@ PAGE = 1000
 # buffer), so a time window is read from this much earlier in stream-id time, then filtered.
 LATE_ARRIVAL_S = 86_400
 NO_REDIS = (
-    "No ledger Redis to read: pass --redis-url redis://HOST:6379/0 (or set ROUTER_REDIS_URL). "
+    "No ledger Redis to read: pass --redis-url redis://HOST:6379/0 (or set REDIS_URL). "
     "The embedded ledger lives inside `router serve` and no other process can read it."
 )
 

@@ -39,8 +39,8 @@ class Job:
         """The last user message: what the ledger stores as the prompt, and what export groups by."""
         for message in reversed(self.messages):
             if message["role"] == "user":
-                return message["content"]
-        return self.messages[-1]["content"] if self.messages else ""
+                return str(message["content"])
+        return str(self.messages[-1]["content"]) if self.messages else ""
 
     def to_json(self) -> str:
         """Compact JSON for the stream."""

@@ -37,7 +37,7 @@ def create_app(
         settings,
         store,
         backends if backends is not None else DefaultBackends(direct_http=settings.direct_http),
-        ledger if ledger is not None else open_ledger(settings.ledger_config()),
+        ledger if ledger is not None else open_ledger(settings.ledger_config(store.policy.config.ledger)),
         classifier_loader if classifier_loader is not None else load_policy_classifier,
     )
 

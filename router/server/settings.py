@@ -13,6 +13,7 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from policies.schema import LedgerSettings
 from router.ledger import LedgerConfig
 
 
@@ -56,15 +57,20 @@ class ServerSettings(BaseSettings):
     )
     ledger_store_prompts: bool = Field(
         default=False,
-        description="Keep each request's last user message in the ledger (needed by `router ledger export`).",
+        description="Deprecated: use `ledger: {store_prompts: true}` in router.yaml. Keeps each request's last user "
+        "message in the ledger.",
     )
 
-    def ledger_config(self) -> LedgerConfig:
-        """The ledger this process writes to: Redis when redis_url is set, else in memory only."""
+    def ledger_config(self, section: LedgerSettings | None = None) -> LedgerConfig:
+        """The ledger this process writes to: Redis when redis_url is set, else in memory only.
+
+        Prompts are stored when router.yaml says `ledger: {store_prompts: true}` (read at start-up)
+        or, as before that key existed, when ROUTER_LEDGER_STORE_PROMPTS is set.
+        """
         return LedgerConfig(
             redis_url=self.redis_url.get_secret_value() if self.redis_url else None,
             key_prefix=self.redis_prefix,
-            store_prompts=self.ledger_store_prompts,
+            store_prompts=self.ledger_store_prompts or (section is not None and section.store_prompts),
         )
 
     @field_validator("api_keys", mode="before")
