@@ -239,7 +239,8 @@ class QueueConfig(_Model):
     """The Redis Stream of grading and exploration jobs between the proxy and `router worker`."""
 
     max_depth: int = Field(default=10_000, ge=1)  # a fuller queue sheds new jobs (counted)
-    enqueue_timeout_s: float = Field(default=0.05, gt=0, le=5)  # the proxy never waits longer than this
+    # A queued job is dropped (counted) when Redis has not taken it by then; the response never waits for it.
+    enqueue_timeout_s: float = Field(default=0.5, gt=0, le=5)
 
 
 class ShadowConfig(_Model):
