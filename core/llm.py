@@ -25,9 +25,9 @@ backend bills the per-million prices, which for an hourly price are its per-toke
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol, TypedDict, get_args, runtime_checkable
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NotRequired, Protocol, TypedDict, get_args, runtime_checkable
 
 from core.errors import ConfigError
 
@@ -36,10 +36,40 @@ REASONING_EFFORTS: tuple[str, ...] = get_args(ReasoningEffort)
 
 
 class Message(TypedDict):
-    """One chat message in OpenAI's shape."""
+    """One chat message: `content` is its text, which is what the router reads (classifier, strategies).
+
+    `wire`, when present, is the message exactly as the client sent it (content parts, images,
+    `tool_calls` with `content: null`, `tool_call_id`...); backends that speak OpenAI's format send
+    it instead of role and text, so nothing the client wrote is lost on the way upstream.
+    """
 
     role: str
     content: str
+    wire: NotRequired[Mapping[str, Any]]
+
+
+def wire_message(message: Message) -> dict[str, Any]:
+    """The message as an OpenAI-format backend sends it: the client's own form when there is one."""
+    sent = message.get("wire")
+    if sent is None:
+        return {"role": message["role"], "content": message["content"]}
+    return dict(sent)
+
+
+def with_text_appended(message: Message, text: str) -> Message:
+    """A copy of `message` with `text` appended to its text, in its wire form too (a new text part for parts)."""
+    copied = Message(role=message["role"], content=f"{message['content'].rstrip()}\n\n{text}")
+    sent = message.get("wire")
+    if sent is not None:
+        content = sent.get("content")
+        if isinstance(content, list):
+            wire_content: Any = [*content, {"type": "text", "text": text}]
+        elif isinstance(content, str) and content.strip():
+            wire_content = f"{content.rstrip()}\n\n{text}"
+        else:
+            wire_content = text
+        copied["wire"] = {**sent, "content": wire_content}
+    return copied
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +85,11 @@ class GenerationParams:
     thinking_budget_tokens: int | None = None
     logprobs: bool = False
     timeout_s: float = 60.0
+    # Client fields sent upstream verbatim (tools, response_format, seed, user...): the router does
+    # not read them, and they win over what a backend would build from the fields above.
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    # Pass-through: send the upstream only `extra` (what the client sent), none of the defaults above.
+    verbatim: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
@@ -112,6 +147,8 @@ class Completion:
     latency_s: float
     mean_logprob: float | None
     model: str
+    # OpenAI's `tool_calls` of the answer (finish_reason "tool_calls"); None when it called no tool.
+    tool_calls: tuple[Mapping[str, Any], ...] | None = None
 
 
 PriceSource = Literal["explicit", "config", "gpu_hour", "litellm", "free"]

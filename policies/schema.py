@@ -62,6 +62,8 @@ class Tier(_Model):
     timeout_s: float = Field(default=60.0, gt=0)
     expected_output_tokens: int = Field(default=256, ge=1)
     strategy: AnyStrategy = Field(default_factory=Direct)
+    # The model takes image_url content parts; requests with images go only to such tiers (else 400).
+    vision: bool = False
 
 
 class Band(_Model):

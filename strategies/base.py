@@ -11,13 +11,14 @@ them.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from core.errors import BackendBadResponse, BackendError
-from core.llm import Backend, Completion, GenerationParams, Message
+from core.llm import Backend, Completion, GenerationParams, Message, with_text_appended
 from strategies.extraction import AnswerType, extract_answer
 
 # A problem found in a strategy's options: the path below `strategy` and what to do about it.
@@ -32,6 +33,7 @@ class Sample:
     answer: str | None
     mean_logprob: float | None = None
     finish_reason: str = "stop"
+    tool_calls: tuple[Mapping[str, Any], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +110,11 @@ class StrategyResult(CallTotals):
         """The finish reason of the sample whose text was chosen."""
         return next((s.finish_reason for s in self.samples if s.text == self.text), "stop")
 
+    @property
+    def tool_calls(self) -> tuple[Mapping[str, Any], ...] | None:
+        """The tool calls of the chosen sample (single-sample strategies; votes are over text)."""
+        return next((s.tool_calls for s in self.samples if s.text == self.text), None)
+
 
 @dataclass(frozen=True, slots=True)
 class OneCall:
@@ -119,10 +126,10 @@ class OneCall:
 
 def with_instruction(messages: Sequence[Message], instruction: str) -> list[Message]:
     """Copy `messages`, appending `instruction` to the last user message (or adding one)."""
-    copied: list[Message] = [Message(role=m["role"], content=m["content"]) for m in messages]
-    for message in reversed(copied):
-        if message["role"] == "user":
-            message["content"] = f"{message['content'].rstrip()}\n\n{instruction}"
+    copied = list(messages)
+    for index in range(len(copied) - 1, -1, -1):
+        if copied[index]["role"] == "user":
+            copied[index] = with_text_appended(copied[index], instruction)
             return copied
     copied.append(Message(role="user", content=instruction))
     return copied
@@ -148,7 +155,7 @@ class Recorder:
             raise BackendBadResponse("the backend returned no completions; the upstream answer is unusable.")
         self.calls.append(CallRecord.from_completions(completions, params.n))
         drawn = [
-            Sample(c.text, extract_answer(c.text, self.answer_type), c.mean_logprob, c.finish_reason)
+            Sample(c.text, extract_answer(c.text, self.answer_type), c.mean_logprob, c.finish_reason, c.tool_calls)
             for c in completions
         ]
         self.samples.extend(drawn)

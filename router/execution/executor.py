@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from core.errors import BackendError, BackendUnavailable, ConfigError
-from core.llm import Backend, Completion, GenerationParams, Message, StreamingBackend, TokenPrice
+from core.errors import BackendError, BackendUnavailable, ConfigError, InvalidRequest
+from core.llm import Backend, Completion, GenerationParams, Message, ReasoningEffort, StreamingBackend, TokenPrice
 from core.names import PASSTHROUGH
 from policies.policy import Decision, Policy
 from policies.schema import EscalationStep, Passthrough, Tier
@@ -53,12 +53,28 @@ class BackendProvider(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class RequestOptions:
-    """What the client asked for, where the tier allows it (validated at the edge)."""
+    """What the client asked for, where the tier allows it (validated at the edge).
+
+    `forwarded` are the client's OpenAI fields the router does not read (tools, response_format,
+    seed, user...), sent to every target verbatim; `sent` is everything the client sent apart from
+    the fields the proxy owns (model, messages, stream, stream_options), which pass-through
+    forwards and nothing else. `single_sample` names the first field a vote cannot be taken over
+    (tools, response_format), so that a multi-sample tier answers with one direct call instead.
+    """
 
     max_tokens: int | None = None
     temperature: float | None = None
     top_p: float | None = None
     stop: tuple[str, ...] = ()
+    reasoning_effort: ReasoningEffort | None = None
+    forwarded: Mapping[str, Any] = field(default_factory=dict)
+    sent: Mapping[str, Any] = field(default_factory=dict)
+    images: bool = False
+
+    @property
+    def single_sample(self) -> str | None:
+        """The field that makes a vote meaningless (a multi-sample tier falls back to direct), or None."""
+        return next((name for name in SINGLE_SAMPLE_FIELDS if name in self.forwarded), None)
 
     def params(self, *, max_tokens: int, timeout_s: float) -> GenerationParams:
         """The base settings of a call: the client's where given, capped by the target's."""
@@ -68,8 +84,39 @@ class RequestOptions:
             temperature=self.temperature if self.temperature is not None else 0.0,
             top_p=self.top_p if self.top_p is not None else 1.0,
             stop=self.stop,
+            reasoning_effort=self.reasoning_effort,
             timeout_s=timeout_s,
+            extra=self.forwarded,
         )
+
+    def passthrough_params(self, *, max_tokens: int, timeout_s: float) -> GenerationParams:
+        """Pass-through settings: the client's fields exactly, only a max_tokens above the operator's cap lowered."""
+        sent = dict(self.sent)
+        for key in ("max_tokens", "max_completion_tokens"):
+            if isinstance(sent.get(key), int) and sent[key] > max_tokens:
+                sent[key] = max_tokens
+        return dataclasses.replace(
+            self.params(max_tokens=max_tokens, timeout_s=timeout_s), reasoning_effort=None, extra=sent, verbatim=True
+        )
+
+    def check(self, tier: Tier) -> None:
+        """Refuse what `tier` cannot take: images on a tier not declared `vision: true`, tools on a local model."""
+        if self.images and not tier.vision:
+            raise InvalidRequest(
+                f"messages: the request holds images, and tier '{tier.name}' does not take images; "
+                "send it to a tier with `vision: true` in router.yaml, or send text only.",
+                param="messages", code="unsupported_content",
+            )
+        if tier.backend == "local" and self.single_sample is not None:
+            raise InvalidRequest(
+                f"{self.single_sample}: tier '{tier.name}' is a local model, which this router runs without "
+                "tool calling or structured output; send the request to a hosted tier, or leave the field out.",
+                param=self.single_sample, code="unsupported_parameter",
+            )
+
+
+# Request fields whose answers cannot be voted on as text: a multi-sample tier answers with one call.
+SINGLE_SAMPLE_FIELDS = ("tools", "response_format")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +131,7 @@ class ExecutionResult(CallTotals):
     confidence: float | None = None
     stages: tuple[str, ...] = ()
     failed: tuple[str, ...] = ()  # attempts that raised before the answering one
+    tool_calls: tuple[Mapping[str, Any], ...] | None = None
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -101,6 +149,12 @@ class Target:
     strategy: Strategy
     params: GenerationParams
     escalation: tuple[EscalationStep, ...] = ()
+    label: str = ""  # the strategy as reported (x-router-strategy): its type, or a fallback's reason
+
+    @property
+    def strategy_label(self) -> str:
+        """What x-router-strategy says ran."""
+        return self.label or self.strategy.type
 
 
 @dataclass(slots=True)
@@ -121,7 +175,10 @@ class LiveStream:
         if final is not None:
             calls = (*calls, CallRecord.from_completions([final], 1, self.tier))
         text, finish = (final.text, final.finish_reason) if final is not None else ("", "error")
-        return ExecutionResult(text, finish, self.tier, self.strategy, calls, stages=(self.tier,), failed=self.failed)
+        return ExecutionResult(
+            text, finish, self.tier, self.strategy, calls, stages=(self.tier,), failed=self.failed,
+            tool_calls=final.tool_calls if final is not None else None,
+        )
 
     async def aclose(self) -> None:
         """Close the upstream stream (safe to call twice)."""
@@ -207,15 +264,21 @@ class Executor:
                 backend = await self.backends.for_passthrough(model, config)
             except ConfigError as error:
                 raise BackendUnavailable(f"cannot forward to {model}: {error}") from error
-            params = options.params(max_tokens=config.max_tokens, timeout_s=config.timeout_s)
+            params = options.passthrough_params(max_tokens=config.max_tokens, timeout_s=config.timeout_s)
             return Target(PASSTHROUGH, model, backend, Direct(), params)
         tier = policy.tier(name)
+        options.check(tier)
         backend = await self.backends.for_tier(tier, policy.price(name))
         params = options.params(max_tokens=tier.max_tokens, timeout_s=tier.timeout_s)
-        strategy = tier.strategy
+        strategy: Strategy = tier.strategy
+        label = ""
+        reason = options.single_sample
+        if reason is not None and strategy.one_call((), params) is None:
+            # A vote over tool calls or structured output is not a vote over text: one direct call answers.
+            strategy, label = Direct(), f"direct (fallback: {reason})"
         return Target(
             name, tier.model, backend, strategy,
-            strategy.prepare(params, tier_max_tokens=tier.max_tokens), policy.escalation(name),
+            strategy.prepare(params, tier_max_tokens=tier.max_tokens), policy.escalation(name), label,
         )
 
     async def _open(self, target: Target, messages: Sequence[Message]) -> LiveStream | None:
@@ -228,7 +291,7 @@ class Executor:
             first = await anext(pieces)
         except StopAsyncIteration:
             raise BackendUnavailable(f"{self._label(target.tier)} ended its stream without a completion.") from None
-        return LiveStream(target.tier, target.strategy.type, target.model, first, pieces)
+        return LiveStream(target.tier, target.strategy_label, target.model, first, pieces)
 
     async def _run(
         self, policy: Policy, target: Target, messages: Sequence[Message], options: RequestOptions
@@ -270,8 +333,9 @@ class Executor:
             text=result.text,
             finish_reason=result.finish_reason,
             tier=tier,
-            strategy=strategy.type,
+            strategy=target.strategy_label,
             calls=(*spent, *calls),
             confidence=result.confidence,
             stages=tuple(stages),
+            tool_calls=result.tool_calls,
         )

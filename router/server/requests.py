@@ -1,10 +1,13 @@
 """Read and validate a chat-completions request body: every mistake is a 400 that names the field.
 
-Parameters the proxy honours: model, messages, max_tokens / max_completion_tokens, temperature,
-top_p, stop, n (1 only), stream, stream_options.include_usage, metadata, user. OpenAI
-parameters it cannot honour (tools, response_format other than text, logprobs, seed...) are
-refused with code `unsupported_parameter`, unless they carry their neutral value (tools: [],
-presence_penalty: 0...); `null` counts as absent. Unknown names are refused as OpenAI does.
+The router reads: model, messages (their text), max_tokens / max_completion_tokens, temperature,
+top_p, stop, n (1 only), stream, stream_options.include_usage, metadata (rules' input) and
+reasoning_effort. The rest of OpenAI's fields (tools, tool_choice, response_format, seed,
+logprobs, penalties, user...) are checked for shape and forwarded to the tier verbatim; legacy
+`functions` / `function_call` and audio output are refused with a 400 that names the replacement.
+Pass-through forwards everything the client sent except model, messages, stream and
+stream_options (docs/proxy.md, "Drop-in surface"). `null` counts as absent. Unknown names are
+refused as OpenAI does.
 """
 
 from __future__ import annotations
@@ -19,43 +22,46 @@ from typing import Any
 
 from starlette.requests import Request
 
-from core.llm import Message
 from core.errors import InvalidRequest
+from core.llm import REASONING_EFFORTS, Message
 from router.execution import RequestOptions
 
-ROLES = ("system", "developer", "user", "assistant")
-HONOURED = frozenset(
+ROLES = ("system", "developer", "user", "assistant", "tool")
+# Fields the proxy itself owns: never forwarded as sent (the model is renamed, messages and the
+# stream settings are rebuilt by the backend, which needs usage in every stream to account it).
+OWNED = frozenset({"model", "messages", "stream", "stream_options"})
+# Fields the router reads; pass-through forwards them as sent, tiers get the router's values.
+READ = frozenset(
+    {"max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "n", "metadata", "reasoning_effort"}
+)
+# OpenAI fields the router does not read: checked for shape, forwarded verbatim.
+FORWARDED = frozenset(
     {
-        "model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop",
-        "n", "stream", "stream_options", "metadata", "user",
+        "tools", "tool_choice", "parallel_tool_calls", "response_format", "seed", "logprobs", "top_logprobs",
+        "presence_penalty", "frequency_penalty", "logit_bias", "user", "service_tier", "store",
+        "prompt_cache_key", "safety_identifier", "prediction", "verbosity", "web_search_options", "modalities",
     }
 )
-# OpenAI parameters refused unless they carry the value that changes nothing.
+# Values that change nothing, which tiers are not sent (OpenAI itself refuses `tools: []`).
 NEUTRAL: Mapping[str, tuple[Any, ...]] = {
     "tools": ([],),
-    "tool_choice": ("none",),
-    "parallel_tool_calls": (True, False),
-    "functions": ([],),
-    "function_call": ("none",),
     "response_format": ({"type": "text"},),
     "logprobs": (False,),
     "top_logprobs": (0,),
     "logit_bias": ({},),
     "presence_penalty": (0, 0.0),
     "frequency_penalty": (0, 0.0),
-    "store": (False,),
-    "service_tier": ("auto", "default"),
     "modalities": (["text"],),
-    "seed": (),
-    "audio": (),
-    "prediction": (),
-    "reasoning_effort": (),
-    "web_search_options": (),
-    "verbosity": (),
-    "prompt_cache_key": (),
-    "safety_identifier": (),
 }
-MESSAGE_KEYS = frozenset({"role", "content", "name", "refusal"})
+REFUSED: Mapping[str, str] = {
+    "functions": "`functions` is OpenAI's deprecated form; send `tools` (type function) instead.",
+    "function_call": "`function_call` is OpenAI's deprecated form; send `tool_choice` instead.",
+    "audio": "audio output is not served by this router; remove `audio` and ask for text.",
+}
+MESSAGE_KEYS = frozenset({"role", "content", "name", "refusal", "tool_calls", "tool_call_id"})
+PART_TYPES = ("text", "image_url", "refusal")
+TOOL_CHOICES = ("none", "auto", "required")
+RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 MAX_STOP = 4
 MAX_METADATA = 16
 
@@ -75,7 +81,7 @@ class ChatRequest:
     @property
     def query(self) -> str:
         """The text the classifier scores: the last user message (the last message if none)."""
-        for message in reversed(self.messages):
+        for message in self.messages[::-1]:
             if message["role"] == "user":
                 return message["content"]
         return self.messages[-1]["content"]
@@ -161,24 +167,18 @@ def parse_chat_request(body: Any, *, max_tokens_limit: int, max_messages: int) -
             f"The request body must be a JSON object, not {_json_type(body)}.", code="invalid_json"
         )
     present = {key: value for key, value in body.items() if value is not None}
-    for key, value in present.items():
-        if key in HONOURED:
-            continue
-        if key in NEUTRAL:
-            if value in NEUTRAL[key]:
-                continue
-            raise InvalidRequest(
-                f"{key}: is not supported by this router (see docs/proxy.md for what is); remove it.",
-                param=key, code="unsupported_parameter",
-            )
-        raise InvalidRequest(f"Unrecognized request argument supplied: {key}.", param=key, code="unknown_parameter")
+    for key in present:
+        if key in REFUSED:
+            raise InvalidRequest(f"{key}: {REFUSED[key]}", param=key, code="unsupported_parameter")
+        if key not in OWNED and key not in READ and key not in FORWARDED:
+            raise InvalidRequest(f"Unrecognized request argument supplied: {key}.", param=key, code="unknown_parameter")
     model = present.get("model")
     if not isinstance(model, str) or not model.strip():
         raise InvalidRequest(
             "model: is required and must be a non-empty string, e.g. \"router\" or a tier name.",
             param="model", code="missing_required_parameter" if model is None else "invalid_type",
         )
-    messages = _messages(present.get("messages"), max_messages)
+    messages, images = _messages(present.get("messages"), max_messages)
     stream = _bool(present, "stream", False)
     include_usage = False
     if "stream_options" in present:
@@ -187,7 +187,7 @@ def parse_chat_request(body: Any, *, max_tokens_limit: int, max_messages: int) -
             raise InvalidRequest(
                 "stream_options: is only allowed when stream is true.", param="stream_options", code="invalid_value"
             )
-        if not isinstance(stream_options, dict) or set(stream_options) - {"include_usage"}:
+        if not isinstance(stream_options, dict) or set(stream_options) - {"include_usage", "include_obfuscation"}:
             raise InvalidRequest(
                 "stream_options: must be an object with only `include_usage` (true or false).",
                 param="stream_options", code="invalid_value",
@@ -199,6 +199,13 @@ def parse_chat_request(body: Any, *, max_tokens_limit: int, max_messages: int) -
             "n: only 1 is supported; the router decides how many samples to draw. Send separate requests instead.",
             param="n", code="unsupported_value",
         )
+    forwarded = _forwarded(present)
+    effort = present.get("reasoning_effort")
+    if effort is not None and effort not in REASONING_EFFORTS:
+        raise InvalidRequest(
+            f"reasoning_effort: must be one of {', '.join(REASONING_EFFORTS)} (got {effort!r}).",
+            param="reasoning_effort", code="invalid_value",
+        )
     return ChatRequest(
         model=model.strip(),
         messages=messages,
@@ -207,6 +214,10 @@ def parse_chat_request(body: Any, *, max_tokens_limit: int, max_messages: int) -
             temperature=_number(present, "temperature", 0.0, 2.0, closed_low=True),
             top_p=_number(present, "top_p", 0.0, 1.0, closed_low=False),
             stop=_stop(present.get("stop")),
+            reasoning_effort=effort,
+            forwarded=forwarded,
+            sent={key: value for key, value in body.items() if key not in OWNED},
+            images=images,
         ),
         stream=stream,
         include_usage=include_usage,
@@ -215,7 +226,85 @@ def parse_chat_request(body: Any, *, max_tokens_limit: int, max_messages: int) -
     )
 
 
-def _messages(value: Any, max_messages: int) -> tuple[Message, ...]:
+def _forwarded(present: Mapping[str, Any]) -> dict[str, Any]:
+    """The forwarded fields a tier is sent: shapes checked, neutral values and orphan tool settings left out."""
+    for key in ("user", "service_tier", "prompt_cache_key", "safety_identifier", "verbosity"):
+        _string(present, key)
+    for key in ("parallel_tool_calls", "logprobs", "store"):
+        _bool(present, key, False)
+    _int(present, "seed", None, -(2**63))
+    top_logprobs = _int(present, "top_logprobs", None, 0)
+    if top_logprobs is not None and top_logprobs > 20:
+        raise InvalidRequest("top_logprobs: must be between 0 and 20.", param="top_logprobs", code="invalid_value")
+    for key in ("presence_penalty", "frequency_penalty"):
+        _number(present, key, -2.0, 2.0, closed_low=True)
+    _tools(present.get("tools"))
+    _tool_choice(present.get("tool_choice"))
+    _response_format(present.get("response_format"))
+    bias = present.get("logit_bias")
+    if bias is not None and (
+        not isinstance(bias, dict)
+        or any(isinstance(v, bool) or not isinstance(v, int | float) or not -100 <= v <= 100 for v in bias.values())
+    ):
+        raise InvalidRequest(
+            "logit_bias: must be an object of token ids to numbers between -100 and 100.",
+            param="logit_bias", code="invalid_value",
+        )
+    modalities = present.get("modalities")
+    if modalities is not None and (not isinstance(modalities, list) or set(modalities) - {"text"}):
+        raise InvalidRequest(
+            "modalities: only [\"text\"] is served by this router; remove audio.", param="modalities", code="unsupported_value"
+        )
+    forwarded = {
+        key: value for key, value in present.items() if key in FORWARDED and value not in NEUTRAL.get(key, ())
+    }
+    if "tools" not in forwarded:
+        # OpenAI refuses tool settings without tools.
+        forwarded.pop("tool_choice", None)
+        forwarded.pop("parallel_tool_calls", None)
+    return forwarded
+
+
+def _tools(value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, list) or any(
+        not isinstance(tool, dict) or not isinstance(tool.get("type"), str)
+        or (tool["type"] == "function" and not isinstance((tool.get("function") or {}).get("name"), str))
+        for tool in value
+    ):
+        raise InvalidRequest(
+            "tools: must be a list of {\"type\": \"function\", \"function\": {\"name\": ..., \"parameters\": ...}}.",
+            param="tools", code="invalid_value",
+        )
+
+
+def _tool_choice(value: Any) -> None:
+    if value is None or value in TOOL_CHOICES or (isinstance(value, dict) and isinstance(value.get("type"), str)):
+        return
+    raise InvalidRequest(
+        f"tool_choice: must be one of {', '.join(TOOL_CHOICES)} or "
+        "{\"type\": \"function\", \"function\": {\"name\": ...}}.",
+        param="tool_choice", code="invalid_value",
+    )
+
+
+def _response_format(value: Any) -> None:
+    if value is None:
+        return
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind not in RESPONSE_FORMATS or (
+        kind == "json_schema" and not isinstance((value.get("json_schema") or {}).get("name"), str)
+    ):
+        raise InvalidRequest(
+            f"response_format: must be {{\"type\": ...}} with type one of {', '.join(RESPONSE_FORMATS)}; "
+            "json_schema needs {\"json_schema\": {\"name\": ..., \"schema\": ...}}.",
+            param="response_format", code="invalid_value",
+        )
+
+
+def _messages(value: Any, max_messages: int) -> tuple[tuple[Message, ...], bool]:
+    """The messages, and whether any of them holds an image."""
     if value is None:
         raise InvalidRequest(
             "messages: is required: a list of {\"role\": ..., \"content\": ...} objects.",
@@ -232,21 +321,24 @@ def _messages(value: Any, max_messages: int) -> tuple[Message, ...]:
             f"messages: {len(value)} messages is over the limit of {max_messages}; shorten the conversation.",
             param="messages", code="invalid_value",
         )
-    return tuple(_message(item, f"messages[{index}]") for index, item in enumerate(value))
+    parsed = [_message(item, f"messages[{index}]") for index, item in enumerate(value)]
+    return tuple(message for message, _ in parsed), any(image for _, image in parsed)
 
 
-def _message(item: Any, where: str) -> Message:
+def _message(item: Any, where: str) -> tuple[Message, bool]:
     if not isinstance(item, dict):
         raise InvalidRequest(
             f"{where}: must be an object with `role` and `content`, not {_json_type(item)}.", param=where, code="invalid_type"
         )
     role = item.get("role")
-    if role in ("tool", "function") or item.get("tool_calls") or item.get("function_call"):
+    if role == "function" or item.get("function_call") is not None:
+        name = f"{where}.role" if role == "function" else f"{where}.function_call"
         raise InvalidRequest(
-            f"{where}.role: tool and function messages need tool calling, which this router does not support.",
-            param=f"{where}.role", code="unsupported_parameter",
+            f"{name}: `function` messages and `function_call` are OpenAI's deprecated forms; send `tool` "
+            "messages (with tool_call_id) and assistant `tool_calls` instead.",
+            param=name, code="unsupported_parameter",
         )
-    extra = sorted(set(item) - MESSAGE_KEYS - {"tool_calls", "function_call"})
+    extra = sorted(set(item) - MESSAGE_KEYS - {"function_call"})
     if extra:
         raise InvalidRequest(f"{where}.{extra[0]}: is not a message field; remove it.", param=f"{where}.{extra[0]}", code="unknown_parameter")
     if not isinstance(role, str) or role not in ROLES:
@@ -254,29 +346,69 @@ def _message(item: Any, where: str) -> Message:
         raise InvalidRequest(
             f"{where}.role: {shown} is not a role; use one of {', '.join(ROLES)}.", param=f"{where}.role", code="invalid_value"
         )
-    content = _content(item.get("content"), f"{where}.content")
-    return Message(role=role, content=content)
+    tool_calls = item.get("tool_calls")
+    if tool_calls is not None:
+        if role != "assistant" or not isinstance(tool_calls, list) or any(
+            not isinstance(call, dict) or not isinstance(call.get("id"), str) for call in tool_calls
+        ):
+            raise InvalidRequest(
+                f"{where}.tool_calls: only assistant messages carry tool_calls, a list of "
+                "{\"id\": ..., \"type\": \"function\", \"function\": {\"name\": ..., \"arguments\": ...}}.",
+                param=f"{where}.tool_calls", code="invalid_value",
+            )
+    if role == "tool" and not isinstance(item.get("tool_call_id"), str):
+        raise InvalidRequest(
+            f"{where}.tool_call_id: a tool message needs the id of the tool call it answers.",
+            param=f"{where}.tool_call_id", code="missing_required_parameter",
+        )
+    # An assistant turn may be only tool calls (or a refusal): its content can be null.
+    optional = role == "assistant" and (bool(tool_calls) or item.get("refusal") is not None)
+    text, image = _content(item.get("content"), f"{where}.content", optional)
+    message = Message(role=role, content=text)
+    if set(item) != {"role", "content"} or not isinstance(item.get("content"), str):
+        message["wire"] = item
+    return message, image
 
 
-def _content(value: Any, where: str) -> str:
+def _content(value: Any, where: str, optional: bool) -> tuple[str, bool]:
+    """The text of a message's content (text parts joined), and whether it holds an image."""
+    image = False
     if isinstance(value, list):
-        parts = []
+        texts = []
         for index, part in enumerate(value):
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind not in PART_TYPES:
                 raise InvalidRequest(
-                    f"{where}[{index}]: only text parts ({{\"type\": \"text\", \"text\": ...}}) are supported; "
-                    "images, audio and files are not.",
+                    f"{where}[{index}]: only text and image_url parts are served by this router; "
+                    "audio and file parts are not.",
                     param=f"{where}[{index}]", code="unsupported_parameter",
                 )
-            parts.append(part["text"])
-        value = "\n".join(parts)
+            assert isinstance(part, dict)
+            if kind == "image_url":
+                if not isinstance((part.get("image_url") or {}).get("url"), str):
+                    raise InvalidRequest(
+                        f"{where}[{index}].image_url: must be {{\"url\": ...}}.", param=f"{where}[{index}]", code="invalid_value"
+                    )
+                image = True
+                continue
+            text = part.get(kind)
+            if not isinstance(text, str):
+                raise InvalidRequest(
+                    f"{where}[{index}].{kind}: must be a string.", param=f"{where}[{index}]", code="invalid_type"
+                )
+            texts.append(text)
+        value = "\n".join(texts)
+        if image:
+            return value, True
     if value is None:
+        if optional:
+            return "", False
         raise InvalidRequest(f"{where}: is required: the message's text.", param=where, code="missing_required_parameter")
     if not isinstance(value, str):
         raise InvalidRequest(f"{where}: must be a string, not {_json_type(value)}.", param=where, code="invalid_type")
-    if not value.strip():
+    if not value.strip() and not optional:
         raise InvalidRequest(f"{where}: must not be empty; send the message's text.", param=where, code="invalid_value")
-    return value
+    return value, False
 
 
 def _max_tokens(present: Mapping[str, Any], limit: int) -> int | None:

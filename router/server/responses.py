@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 DONE = b"data: [DONE]\n\n"
@@ -26,11 +26,18 @@ def usage_body(input_tokens: int, output_tokens: int) -> dict[str, int]:
     }
 
 
+ToolCalls = Sequence[Mapping[str, Any]]
+
+
 def completion_body(
     completion_id: str, model: str, text: str, finish_reason: str, input_tokens: int, output_tokens: int,
-    fingerprint: str,
+    fingerprint: str, tool_calls: ToolCalls | None = None,
 ) -> bytes:
-    """A whole `chat.completion` object."""
+    """A whole `chat.completion` object; an answer that only calls tools has `content: null`."""
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+    if tool_calls:
+        message["tool_calls"] = [dict(call) for call in tool_calls]
+        message["content"] = text or None
     return dumps(
         {
             "id": completion_id,
@@ -41,7 +48,7 @@ def completion_body(
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": text, "refusal": None},
+                    "message": message,
                     "logprobs": None,
                     "finish_reason": finish_reason,
                 }
@@ -73,6 +80,11 @@ class ChunkWriter:
     def text(self, piece: str) -> bytes:
         """A content delta."""
         return self._event([{"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}])
+
+    def tool_calls(self, calls: ToolCalls) -> bytes:
+        """The answer's tool calls, each whole in one delta (clients join deltas by `index`)."""
+        deltas = [{"index": index, **call} for index, call in enumerate(calls)]
+        return self._event([{"index": 0, "delta": {"tool_calls": deltas}, "logprobs": None, "finish_reason": None}])
 
     def finish(self, reason: str) -> bytes:
         """The chunk carrying finish_reason."""

@@ -3,7 +3,14 @@
 - `fail...`: HTTP 500 with an OpenAI error body.
 - `slow...`: answers after 2 s (for timeouts).
 - `drip...`: streams 100 chunks 50 ms apart and notes when the client (the proxy) goes away.
-- anything else: `reply: <last user message>` at once, plain or streamed, with usage.
+- anything else: `reply: <last user message>` at once, plain or streamed, with usage, and:
+  - with `tools` (and tool_choice not "none") and a user message last: a call of the first tool
+    (or the one tool_choice names), arguments `{"query": <last user text>}`, finish_reason
+    "tool_calls"; streamed, its id and name come in one delta and its arguments in two;
+  - with a `tool` message last: `tool said: <its content>`;
+  - with `response_format` json_schema: a JSON value made from the schema (strings "x", numbers 1,
+    booleans true, arrays empty); json_object: `{"reply": <last user text>}`;
+  - with `n`: n choices.
 """
 
 from __future__ import annotations
@@ -16,15 +23,57 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 
 
-def _completion(model: str, text: str, prompt_tokens: int) -> bytes:
+def _completion(model: str, text: str, prompt_tokens: int, calls: list[dict[str, Any]] | None = None, n: int = 1) -> bytes:
+    message: dict[str, Any] = {"role": "assistant", "content": None if calls else text}
+    if calls:
+        message["tool_calls"] = calls
+    finish = "tool_calls" if calls else "stop"
+    output = len(text.split()) if not calls else len(json.dumps(calls).split())
     return json.dumps(
         {
             "id": "up-1", "object": "chat.completion", "created": 0, "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),
-                      "total_tokens": prompt_tokens + len(text.split())},
+            "choices": [{"index": i, "message": message, "finish_reason": finish} for i in range(n)],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": output * n,
+                      "total_tokens": prompt_tokens + output * n},
         }
     ).encode()
+
+
+def text_of(content: Any) -> str:
+    """A message's text: the string, or its text parts joined."""
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return content if isinstance(content, str) else ""
+
+
+def example_of(schema: Any) -> Any:
+    """A value matching a simple JSON schema."""
+    kind = schema.get("type") if isinstance(schema, dict) else None
+    if kind == "object":
+        return {name: example_of(sub) for name, sub in (schema.get("properties") or {}).items()}
+    return {"string": "x", "integer": 1, "number": 1, "boolean": True, "array": []}.get(str(kind))
+
+
+def _answer(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]] | None]:
+    """The reply text, or the tool calls, for a request body."""
+    messages = body.get("messages", [])
+    user = [text_of(m.get("content")) for m in messages if m.get("role") == "user"]
+    last = messages[-1] if messages else {}
+    tools, choice = body.get("tools") or [], body.get("tool_choice")
+    if tools and choice != "none" and last.get("role") == "user":
+        name = tools[0]["function"]["name"]
+        if isinstance(choice, dict):
+            name = choice["function"]["name"]
+        arguments = json.dumps({"query": user[-1]})
+        return "", [{"id": f"call_{len(messages)}", "type": "function", "function": {"name": name, "arguments": arguments}}]
+    if last.get("role") == "tool":
+        return f"tool said: {text_of(last.get('content'))}", None
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") == "json_schema":
+        return json.dumps(example_of(response_format["json_schema"].get("schema"))), None
+    if response_format.get("type") == "json_object":
+        return json.dumps({"reply": user[-1] if user else ""}), None
+    return f"reply: {user[-1] if user else ''}", None
 
 
 def _chunk(model: str, delta: dict[str, Any], finish: str | None = None, usage: dict[str, int] | None = None) -> bytes:
@@ -33,6 +82,20 @@ def _chunk(model: str, delta: dict[str, Any], finish: str | None = None, usage: 
     if usage:
         body["usage"] = usage
     return b"data: " + json.dumps(body).encode() + b"\n\n"
+
+
+def _deltas(text: str, calls: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """A streamed answer's deltas: words of text, or per call its id and name, then its arguments in two pieces."""
+    if not calls:
+        return [{"content": word + " "} for word in text.split(" ")]
+    deltas: list[dict[str, Any]] = []
+    for index, call in enumerate(calls):
+        head = {"index": index, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"], "arguments": ""}}
+        arguments = call["function"]["arguments"]
+        half = len(arguments) // 2
+        deltas.append({"tool_calls": [head]})
+        deltas.extend({"tool_calls": [{"index": index, "function": {"arguments": piece}}]} for piece in (arguments[:half], arguments[half:]))
+    return deltas
 
 
 class Upstream:
@@ -55,27 +118,27 @@ class Upstream:
         body = json.loads(raw or b"{}")
         self.requests.append(body)
         model = str(body.get("model", ""))
-        user = [m["content"] for m in body.get("messages", []) if m.get("role") == "user"]
-        prompt_tokens = sum(len(m.get("content", "").split()) for m in body.get("messages", []))
+        prompt_tokens = sum(len(text_of(m.get("content")).split()) for m in body.get("messages", []))
         if model.startswith("fail"):
             await self._send(send, 500, b'{"error": {"message": "upstream exploded", "type": "server_error"}}')
             return
         if model.startswith("slow"):
             await asyncio.sleep(2.0)
-        text = f"reply: {user[-1] if user else ''}"
+        text, calls = _answer(body)
         if model.startswith("drip"):
             await self._drip(model, receive, send)
             return
         if body.get("stream"):
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
-            for word in text.split(" "):
-                await send({"type": "http.response.body", "body": _chunk(model, {"content": word + " "}), "more_body": True})
-            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()), "total_tokens": 0}
-            await send({"type": "http.response.body", "body": _chunk(model, {}, "stop"), "more_body": True})
+            for delta in _deltas(text, calls):
+                await send({"type": "http.response.body", "body": _chunk(model, delta), "more_body": True})
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()) or 1, "total_tokens": 0}
+            finish = "tool_calls" if calls else "stop"
+            await send({"type": "http.response.body", "body": _chunk(model, {}, finish), "more_body": True})
             await send({"type": "http.response.body", "body": _chunk(model, {}, usage=usage), "more_body": True})
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
             return
-        await self._send(send, 200, _completion(model, text, prompt_tokens))
+        await self._send(send, 200, _completion(model, text, prompt_tokens, calls, int(body.get("n") or 1)))
 
     async def _drip(self, model: str, receive: Receive, send: Send) -> None:
         gone = asyncio.Event()

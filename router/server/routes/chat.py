@@ -75,7 +75,7 @@ async def chat_completions(request: Request, runtime: RuntimeDep, policy: Policy
     return Response(
         completion_body(
             f"chatcmpl-{request_id}", _model(outcome, plan), outcome.text, outcome.finish_reason,
-            outcome.input_tokens, outcome.output_tokens, fingerprint,
+            outcome.input_tokens, outcome.output_tokens, fingerprint, outcome.tool_calls,
         ),
         media_type="application/json",
         headers=_headers(plan, outcome.tier, outcome.strategy, outcome.cost_usd),
@@ -112,6 +112,8 @@ async def _replay(writer: ChunkWriter, result: ExecutionResult, include_usage: b
     yield writer.role()
     for piece in pieces(result.text):
         yield writer.text(piece)
+    if result.tool_calls:
+        yield writer.tool_calls(result.tool_calls)
     yield writer.finish(result.finish_reason)
     if include_usage:
         yield writer.usage(result.input_tokens, result.output_tokens)
@@ -148,6 +150,8 @@ class _Relay:
             yield error_event(info.message, info.type, info.code)
             await self.close(info.code or "upstream_error", info.status)
             return
+        if self.final is not None and self.final.tool_calls:
+            yield writer.tool_calls(self.final.tool_calls)
         yield writer.finish(self.final.finish_reason if self.final is not None else "stop")
         if self.account.plan.chat.include_usage and self.final is not None:
             yield writer.usage(self.final.usage.input_tokens, self.final.usage.output_tokens)
