@@ -1,35 +1,23 @@
-"""Per-token prices of tiers: an explicit price wins, else LiteLLM's model price map, else zero for local tiers."""
+"""Resolved prices of tiers: an explicit price wins, else LiteLLM's model price map, else zero for local tiers.
+
+The result is core.llm's `TokenPrice`, the one price type: the policy estimates costs with it and
+hands the same object to the tier's backend.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from typing import Any
 
-from policies.schema import PriceConfig, Tier
+from core.errors import ConfigError
+from core.llm import TokenPrice
+from policies.schema import Passthrough, PriceConfig, Tier
 
-
-@dataclass(frozen=True, slots=True)
-class TokenPrice:
-    """USD per input token and per output token, and where the figures came from."""
-
-    input_per_token: float
-    output_per_token: float
-    source: str
-
-    @property
-    def input_per_million(self) -> float:
-        """USD per million input tokens."""
-        return self.input_per_token * 1e6
-
-    @property
-    def output_per_million(self) -> float:
-        """USD per million output tokens."""
-        return self.output_per_token * 1e6
+__all__ = ["TokenPrice", "litellm_price", "passthrough_price", "price_from_config", "resolve_price"]
 
 
 def price_from_config(price: PriceConfig) -> TokenPrice | str:
-    """Turn an explicit `price:` into per-token figures, or say which keys are wrong."""
+    """Turn an explicit `price:` into a resolved price, or say which keys are wrong."""
     per_million = (price.input_per_million, price.output_per_million)
     hourly = (price.gpu_hour_usd, price.tokens_per_second)
     if any(v is not None for v in per_million):
@@ -40,17 +28,22 @@ def price_from_config(price: PriceConfig) -> TokenPrice | str:
             )
         if price.input_per_million is None or price.output_per_million is None:
             return "give both input_per_million and output_per_million"
-        return TokenPrice(price.input_per_million / 1e6, price.output_per_million / 1e6, "config")
+        return TokenPrice(price.input_per_million, price.output_per_million, "config")
     if price.gpu_hour_usd is None or price.tokens_per_second is None:
         return (
             "give input_per_million and output_per_million, or gpu_hour_usd and tokens_per_second"
         )
     # Generated tokens keep the machine busy for 1/tokens_per_second each; prompt tokens cost the
-    # same unless their (much faster) prefill rate is given.
+    # same unless their (much faster) prefill rate is given. A backend that measures busy time
+    # (the local one) bills gpu_hour_usd for it instead of these estimates.
     per_second = price.gpu_hour_usd / 3600.0
-    output = per_second / price.tokens_per_second
     prompt_rate = price.prompt_tokens_per_second or price.tokens_per_second
-    return TokenPrice(per_second / prompt_rate, output, "gpu_hour")
+    return TokenPrice(
+        per_second / prompt_rate * 1e6,
+        per_second / price.tokens_per_second * 1e6,
+        "gpu_hour",
+        gpu_hour_usd=price.gpu_hour_usd,
+    )
 
 
 def litellm_price(model: str) -> TokenPrice | None:
@@ -67,16 +60,16 @@ def litellm_price(model: str) -> TokenPrice | None:
         input_cost = entry.get("input_cost_per_token")
         output_cost = entry.get("output_cost_per_token")
         if isinstance(input_cost, int | float) and isinstance(output_cost, int | float):
-            return TokenPrice(float(input_cost), float(output_cost), "litellm")
+            return TokenPrice(float(input_cost) * 1e6, float(output_cost) * 1e6, "litellm")
     return None
 
 
 def resolve_price(tier: Tier) -> TokenPrice | str:
-    """The tier's per-token price, or a message saying how to set one."""
+    """The tier's price, or a message saying how to set one."""
     if tier.price is not None:
         return price_from_config(tier.price)
     if tier.backend == "local":
-        return TokenPrice(0.0, 0.0, "local default (free)")
+        return TokenPrice(source="free")
     found = litellm_price(tier.model)
     if found is None:
         return (
@@ -85,3 +78,13 @@ def resolve_price(tier: Tier) -> TokenPrice | str:
             "tokens_per_second for a self-hosted server)"
         )
     return found
+
+
+def passthrough_price(config: Passthrough) -> TokenPrice | None:
+    """Pass-through's price: the explicit one; else free on an own api_base; else None (LiteLLM prices each answer)."""
+    if config.price is not None:
+        resolved = price_from_config(config.price)
+        if isinstance(resolved, str):
+            raise ConfigError(f"server.passthrough.price: {resolved}.")
+        return resolved
+    return TokenPrice(source="free") if config.api_base is not None else None

@@ -27,13 +27,12 @@ from router.backends.local import (
     LocalModel,
     LocalModelLoader,
     LocalModelSpec,
-    LocalPricing,
     ModelSource,
     embedded_gguf_path,
     load_local_model,
     resolve_model_source,
 )
-from router.backends.openai_http import OpenAIHTTPBackend, OpenAIHTTPSettings, is_openai_compatible
+from router.backends.openai_http import OpenAIHTTPBackend, OpenAIHTTPSettings, openai_compatible_model
 
 __all__ = [
     "DEFAULT_LOCAL_MODEL",
@@ -51,7 +50,6 @@ __all__ = [
     "LocalModel",
     "LocalModelLoader",
     "LocalModelSpec",
-    "LocalPricing",
     "Message",
     "ModelSource",
     "OpenAIHTTPBackend",
@@ -61,8 +59,8 @@ __all__ = [
     "Usage",
     "close_shared_clients",
     "embedded_gguf_path",
-    "is_openai_compatible",
     "load_local_model",
+    "openai_compatible_model",
     "resolve_model_source",
     "split_evenly",
 ]

@@ -5,9 +5,9 @@ creates once and keeps. A `LocalBackend` feeds one worker through a bounded asyn
 worker runs `generate` in a thread, so the event loop is never blocked and the model serves one
 batch at a time. n > 1 samples are drawn in one batched call (`num_return_sequences`).
 
-Cost of a call = its tokens at `LocalPricing`'s per-million-token prices + `gpu_hour_usd` times
-the seconds the model was busy on it (that is, the hourly price divided by the measured
-tokens per second, per token). All default to zero; the figure is always reported.
+Cost of a call: with a `TokenPrice` that has `gpu_hour_usd`, that hourly price times the seconds
+the model was busy on the call (the hourly price divided by the measured tokens per second, per
+token); otherwise its tokens at the per-million prices. Free by default; always reported.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from core.llm import (
     Completion,
     GenerationParams,
     Message,
+    TokenPrice,
     Usage,
     validate_messages,
 )
@@ -50,34 +51,12 @@ __all__ = [
     "LocalModel",
     "LocalModelLoader",
     "LocalModelSpec",
-    "LocalPricing",
     "ModelSource",
     "embedded_gguf_path",
     "load_local_model",
     "pick_device",
     "resolve_model_source",
 ]
-
-@dataclass(frozen=True, slots=True)
-class LocalPricing:
-    """What a local call costs: per-million-token prices plus GPU time at an hourly price."""
-
-    input_per_mtok_usd: float = 0.0
-    output_per_mtok_usd: float = 0.0
-    gpu_hour_usd: float = 0.0
-
-    def __post_init__(self) -> None:
-        if min(self.input_per_mtok_usd, self.output_per_mtok_usd, self.gpu_hour_usd) < 0:
-            raise ConfigError("local pricing: prices must be >= 0; use 0 for a machine you do not pay by use.")
-
-    def cost(self, input_tokens: int, output_tokens: int, busy_s: float) -> float:
-        """USD for one call."""
-        return (
-            input_tokens * self.input_per_mtok_usd / 1e6
-            + output_tokens * self.output_per_mtok_usd / 1e6
-            + self.gpu_hour_usd * busy_s / 3600
-        )
-
 
 @dataclass(slots=True)
 class _Job:
@@ -91,11 +70,11 @@ class _Job:
 class LocalBackend:
     """Serves one LocalModel through a bounded queue and a single worker; async-safe."""
 
-    def __init__(self, model: LocalModel, *, pricing: LocalPricing | None = None, max_queue: int = 64) -> None:
+    def __init__(self, model: LocalModel, *, price: TokenPrice | None = None, max_queue: int = 64) -> None:
         if max_queue < 1:
             raise ConfigError(f"local.max_queue: must be >= 1 (got {max_queue}).")
         self.model = model
-        self.pricing = pricing or LocalPricing()
+        self.price = price or TokenPrice(source="free")
         self.max_queue = max_queue
         self._queue: asyncio.Queue[_Job] | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -300,7 +279,7 @@ class LocalBackend:
                     text=text,
                     finish_reason=finish,
                     usage=usage,
-                    cost_usd=self.pricing.cost(usage.input_tokens, usage.output_tokens, share_s),
+                    cost_usd=self.price.cost(usage.input_tokens, usage.output_tokens, busy_s=share_s),
                     latency_s=busy_s,
                     mean_logprob=mean,
                     model=self.model.name,

@@ -1,4 +1,4 @@
-"""Fixtures for backend tests: a real HTTP upstream on 127.0.0.1 (uvicorn in a thread), one loop per module."""
+"""Fixtures for backend tests: a real HTTP upstream on 127.0.0.1 (uvicorn in a thread), one loop per module, the embedded model."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 import uvicorn
+
+from router.backends import LocalModel, LocalModelLoader, LocalModelSpec
 
 from .upstream_stub import OpenAIStub
 
@@ -45,3 +47,19 @@ def runner() -> Iterator[asyncio.Runner]:
         from router.backends.litellm_backend import close_shared_clients
 
         loop_runner.run(close_shared_clients())
+
+
+@pytest.fixture(scope="session")
+def loader() -> LocalModelLoader:
+    return LocalModelLoader()
+
+
+@pytest.fixture(scope="session")
+def smollm2(loader: LocalModelLoader) -> Iterator[LocalModel]:
+    """The embedded model, loaded once per session; one torch thread keeps a shared CPU responsive."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield loader.load(LocalModelSpec("smollm2"))
+    torch.set_num_threads(threads)

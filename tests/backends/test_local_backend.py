@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from router.backends import (
     LocalModel,
     LocalModelLoader,
     LocalModelSpec,
-    LocalPricing,
+    TokenPrice,
     embedded_gguf_path,
     resolve_model_source,
 )
@@ -27,22 +26,6 @@ from router.backends.local import pick_device
 from core.errors import BackendTimeout, BackendUnavailable, ConfigError
 
 QUESTION = [{"role": "user", "content": "What is 7 + 5? Answer with just the number."}]
-
-
-@pytest.fixture(scope="module")
-def loader() -> LocalModelLoader:
-    return LocalModelLoader()
-
-
-@pytest.fixture(scope="module")
-def smollm2(loader: LocalModelLoader) -> Iterator[LocalModel]:
-    """The embedded model, loaded once for the module; one torch thread keeps a shared CPU responsive."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield loader.load(LocalModelSpec("smollm2"))
-    torch.set_num_threads(threads)
 
 
 def prompt_length(model: LocalModel) -> int:
@@ -57,7 +40,7 @@ def test_loader_loads_each_spec_once(loader: LocalModelLoader, smollm2: LocalMod
 
 
 def test_sampled_n_share_one_prompt_and_report_logprobs(smollm2: LocalModel) -> None:
-    backend = LocalBackend(smollm2, pricing=LocalPricing(gpu_hour_usd=3.6))
+    backend = LocalBackend(smollm2, price=TokenPrice(source="gpu_hour", gpu_hour_usd=3.6))
     assert isinstance(backend, Backend)
     params = GenerationParams(n=3, max_tokens=8, temperature=0.8, logprobs=True)
     completions = asyncio.run(backend.generate(QUESTION, params))
@@ -213,13 +196,6 @@ def test_devices_are_checked() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA GPU"):
             pick_device("cuda")
-
-
-def test_pricing() -> None:
-    pricing = LocalPricing(input_per_mtok_usd=1.0, output_per_mtok_usd=2.0, gpu_hour_usd=3.6)
-    assert pricing.cost(1_000_000, 500_000, busy_s=10) == pytest.approx(1.0 + 1.0 + 0.01)
-    with pytest.raises(ConfigError, match="must be >= 0"):
-        LocalPricing(gpu_hour_usd=-1)
 
 
 def test_queue_size_is_validated(smollm2: LocalModel) -> None:

@@ -25,6 +25,8 @@ class Reply:
     prompt_tokens: int = 10
     tokens_per_choice: int = 3
     logprobs: tuple[float, ...] | None = None
+    completion_tokens: int | None = None  # the call's output total; None: tokens_per_choice * n
+    stream_usage: bool = True  # False: a stream ends without a usage chunk even when asked for one
 
 
 class OpenAIStub:
@@ -89,7 +91,7 @@ class OpenAIStub:
         for i, word in enumerate(words):
             yield chunk({"content": word if i == 0 else " " + word})
         yield chunk({}, finish="stop")
-        if (body.get("stream_options") or {}).get("include_usage"):
+        if reply.stream_usage and (body.get("stream_options") or {}).get("include_usage"):
             tokens = reply.tokens_per_choice
             yield chunk({}, usage={"prompt_tokens": reply.prompt_tokens, "completion_tokens": tokens,
                                    "total_tokens": reply.prompt_tokens + tokens})
@@ -128,7 +130,7 @@ class OpenAIStub:
                     ]
                 }
             choices.append(choice)
-        completion_tokens = reply.tokens_per_choice * n
+        completion_tokens = reply.tokens_per_choice * n if reply.completion_tokens is None else reply.completion_tokens
         return JSONResponse(
             {
                 "id": "chatcmpl-stub",
