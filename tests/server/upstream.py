@@ -42,7 +42,7 @@ def _completion(model: str, text: str, prompt_tokens: int, calls: list[dict[str,
 def text_of(content: Any) -> str:
     """A message's text: the string, or its text parts joined."""
     if isinstance(content, list):
-        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+        return " ".join(part["text"] for part in content if isinstance(part, dict) and part.get("type") == "text")
     return content if isinstance(content, str) else ""
 
 

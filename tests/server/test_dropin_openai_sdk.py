@@ -1,0 +1,177 @@
+"""Drop-in: the official openai SDK's tools, structured output and sampling controls, through the real proxy.
+
+Each on pass-through (`up-model`), a forced single-sample tier (`fast`, direct) and a forced
+multi-sample tier (`deep`, self-consistency, which answers these with one direct call), all
+against the real test upstream over HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pydantic
+import pytest
+
+from tests.server.conftest import Proxy, StartProxy
+from tests.server.support import ServerThread
+from tests.server.upstream import Upstream
+
+WEATHER: Any = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+    },
+}
+PASSTHROUGH = """
+server:
+  passthrough:
+    models: ["up-*"]
+    api_base: {url}
+    price: {{input_per_million: 1.0, output_per_million: 1.0}}
+"""
+MODELS = ["up-model", "fast", "deep"]
+
+
+class City(pydantic.BaseModel):
+    name: str
+    population: int
+    coastal: bool
+
+
+@pytest.fixture(scope="module")
+def served(start_module_proxy: StartProxy) -> Iterator[tuple[Proxy, Upstream]]:
+    """One upstream and one proxy (pass-through to it, tiers on it) for the module."""
+    app = Upstream()
+    with ServerThread(app) as server:
+        url = f"{server.url}/v1"
+        yield start_module_proxy(real_backends=True, upstream_url=url, extra_yaml=PASSTHROUGH.format(url=url)), app
+
+
+def client(proxy: Proxy) -> openai.OpenAI:
+    return openai.OpenAI(base_url=proxy.api, api_key="unused", max_retries=0, timeout=20)
+
+
+def test_passthrough_forwards_exactly_what_the_client_sent(served: tuple[Proxy, Upstream]) -> None:
+    proxy, upstream = served
+    sent: dict[str, Any] = {
+        "messages": [
+            {"role": "system", "content": [{"type": "text", "text": "be brief"}]},
+            {"role": "user", "content": "weather?", "name": "ann"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"query\": \"Oslo\"}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "rain"},
+        ],
+        "tools": [WEATHER], "tool_choice": "auto", "parallel_tool_calls": False, "seed": 7, "user": "u-1",
+        "logprobs": True, "top_logprobs": 2, "presence_penalty": 0.5, "logit_bias": {"50256": -100},
+        "stop": "\n\n", "store": False, "service_tier": "auto", "prompt_cache_key": "k", "safety_identifier": "s",
+        "metadata": {"app": "demo"}, "max_completion_tokens": 50,
+    }
+    with client(proxy) as api:
+        answer = api.chat.completions.create(model="up-model", **sent)
+    assert answer.choices[0].message.content == "tool said: rain"
+    received = dict(upstream.requests[-1])
+    assert received.pop("model") == "up-model"
+    assert received == sent  # nothing injected (no max_tokens, temperature, top_p), nothing dropped
+
+
+def test_passthrough_without_sampling_fields_sends_none(served: tuple[Proxy, Upstream]) -> None:
+    proxy, upstream = served
+    with client(proxy) as api:
+        api.chat.completions.create(model="up-model", messages=[{"role": "user", "content": "hi"}])
+    assert upstream.requests[-1] == {"model": "up-model", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_two_turn_tool_loop(served: tuple[Proxy, Upstream], model: str) -> None:
+    proxy, _ = served
+    messages: list[Any] = [{"role": "user", "content": "Oslo"}]
+    with client(proxy) as api:
+        raw = api.chat.completions.with_raw_response.create(model=model, messages=messages, tools=[WEATHER])
+        first = raw.parse()
+        choice = first.choices[0]
+        assert choice.finish_reason == "tool_calls"
+        assert choice.message.content is None
+        assert choice.message.tool_calls is not None
+        call = choice.message.tool_calls[0]
+        assert call.type == "function"
+        assert call.function.name == "get_weather"
+        assert json.loads(call.function.arguments) == {"query": "Oslo"}
+        if model == "deep":
+            assert raw.headers["x-router-strategy"] == "direct (fallback: tools)"
+        messages += [choice.message.model_dump(exclude_none=True),
+                     {"role": "tool", "tool_call_id": call.id, "content": "rain, 9 C"}]
+        second = api.chat.completions.create(model=model, messages=messages, tools=[WEATHER])
+    assert second.choices[0].message.content == "tool said: rain, 9 C"
+    assert second.choices[0].finish_reason == "stop"
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_streamed_tool_calls_reassemble(served: tuple[Proxy, Upstream], model: str) -> None:
+    proxy, _ = served
+    with client(proxy) as api, api.chat.completions.stream(
+        model=model, messages=[{"role": "user", "content": "Bergen"}], tools=[WEATHER],
+        stream_options={"include_usage": True},
+    ) as stream:
+        for _ in stream:
+            pass
+        final = stream.get_final_completion()
+    choice = final.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls is not None
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"query": "Bergen"}
+    assert final.usage is not None and final.usage.prompt_tokens > 0
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_parse_returns_a_pydantic_object(served: tuple[Proxy, Upstream], model: str) -> None:
+    proxy, upstream = served
+    with client(proxy) as api:
+        parsed = api.chat.completions.parse(
+            model=model, messages=[{"role": "user", "content": "a city"}], response_format=City
+        )
+    assert parsed.choices[0].message.parsed == City(name="x", population=1, coastal=True)
+    sent_format = upstream.requests[-1]["response_format"]
+    assert sent_format["type"] == "json_schema" and sent_format["json_schema"]["strict"] is True
+
+
+def test_forced_tier_forwards_controls_and_keeps_its_own_settings(served: tuple[Proxy, Upstream]) -> None:
+    proxy, upstream = served
+    with client(proxy) as api:
+        api.chat.completions.create(
+            model="fast", messages=[{"role": "user", "content": "hi"}], seed=3, user="u-2",
+            metadata={"app": "demo"}, frequency_penalty=0.1, tools=[], response_format={"type": "text"},
+        )
+    received = upstream.requests[-1]
+    assert received["model"] == "fast-model"
+    assert (received["seed"], received["user"], received["frequency_penalty"]) == (3, "u-2", 0.1)
+    assert "metadata" not in received  # routing input, not forwarded to tiers
+    assert "tools" not in received and "response_format" not in received  # neutral values left out
+    assert received["max_tokens"] == 64  # the tier's cap
+
+
+def test_image_parts_need_a_vision_tier(served: tuple[Proxy, Upstream]) -> None:
+    proxy, upstream = served
+    image: Any = [{"type": "text", "text": "what is this"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]
+    with client(proxy) as api:
+        with pytest.raises(openai.BadRequestError) as caught:
+            api.chat.completions.create(model="fast", messages=[{"role": "user", "content": image}])
+        assert caught.value.code == "unsupported_content" and "vision: true" in caught.value.message
+        answer = api.chat.completions.create(model="up-model", messages=[{"role": "user", "content": image}])
+    assert answer.choices[0].message.content == "reply: what is this"
+    assert upstream.requests[-1]["messages"][0]["content"] == image
+
+
+def test_legacy_functions_name_the_replacement(served: tuple[Proxy, Upstream]) -> None:
+    proxy, _ = served
+    with client(proxy) as api, pytest.raises(openai.BadRequestError) as caught:
+        api.chat.completions.create(
+            model="up-model", messages=[{"role": "user", "content": "hi"}], functions=[{"name": "f", "parameters": {}}]
+        )
+    assert "tools" in caught.value.message
