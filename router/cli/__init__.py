@@ -7,6 +7,7 @@ for a mistake they can fix.
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -24,6 +25,34 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def package_version() -> str:
+    """The installed difficulty-router's version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("difficulty-router")
+    except PackageNotFoundError:  # running from a checkout that was never installed
+        return "unknown (not installed)"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"router (difficulty-router) {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Difficulty-aware LLM query router: train the difficulty classifier, check policies, serve."""
+
+
 app.add_typer(classifier_app, name="classifier")
 app.add_typer(policy_app, name="policy")
 app.add_typer(ledger_app, name="ledger")

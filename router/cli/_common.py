@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 from collections.abc import Callable
 from typing import Annotated, ParamSpec, TypeVar
 
@@ -30,13 +31,45 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
+# The project's own loggers; everything else (transformers, sentence-transformers, httpx, LiteLLM...)
+# is third-party and speaks only at WARNING unless -v.
+OWN_LOGGERS = ("core", "classifiers", "strategies", "policies", "router")
+
+
 def configure_logging(verbose: bool = False) -> None:
-    """Log to stderr at INFO (or DEBUG with --verbose), in one plain format."""
+    """Log to stderr in one plain format: our INFO lines, third-party warnings only, no weight-loading bars.
+
+    With --verbose: our DEBUG lines, third-party INFO lines and the model hub's progress bars.
+    """
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.INFO if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
         force=True,
     )
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+    quiet_model_loading(not verbose)
+
+
+def quiet_model_loading(quiet: bool = True) -> None:
+    """Hide (or show) the weight-loading and download bars of transformers and the model hub.
+
+    The variables are read when those libraries are imported (commands import them later, lazily);
+    the calls cover a library that is imported already.
+    """
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1" if quiet else "0"
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error" if quiet else "info"
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub import disable_progress_bars, enable_progress_bars
+
+        (disable_progress_bars if quiet else enable_progress_bars)()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as transformers_logging
+
+        if quiet:
+            transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+        else:
+            transformers_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 # Every command that talks to Redis (serve, worker, report, ledger export, eval, classifier train

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -12,9 +11,9 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
-from tqdm import tqdm
 
 from router.cli._common import configure_logging, reports_errors
+from router.cli._progress import Progress, duration
 
 if TYPE_CHECKING:
     from policies import Policy
@@ -79,12 +78,13 @@ def eval_command(
         runs = [POLICY_RUN] + ([tier_run(t) for t in policy.tier_names] if baselines else [])
     difficulties: dict[str, float] = {}
     if POLICY_RUN in runs:
-        from classifiers import load_classifier
+        from classifiers.loading import load_policy_classifier
 
-        classifier = load_classifier(policy.classifier_path, embedding_model=policy.config.classifier.embedding_model)
+        classifier = load_policy_classifier(policy)
         scores = classifier.predict_score([q.question for q in questions], policy.config.classifier.score)
         difficulties = {q.id: float(s) for q, s in zip(questions, scores, strict=True)}
     typer.echo(f"{len(questions)} questions, answer type {kind}, runs: {', '.join(runs)}", err=True)
+    typer.echo(_estimate(policy, questions, runs, difficulties, output), err=True)
     ledger_config = None
     if ledger_url is not None:
         from router.ledger import LedgerConfig
@@ -111,7 +111,7 @@ async def _run(
     await asyncio.to_thread(backends.preload, policy)  # local models load once, here
     total = len(questions) * len(runs)
     try:
-        with tqdm(total=total, unit="q", desc="eval", disable=not sys.stderr.isatty()) as progress:
+        with Progress(total, "eval", "answers") as progress:
             return await run_eval(
                 policy, Executor(backends), questions, runs, difficulties, kind, output,
                 concurrency=concurrency, on_row=lambda row: progress.update(1), ledger=ledger, source=source,
@@ -120,6 +120,47 @@ async def _run(
         await backends.aclose()
         if ledger is not None:
             await ledger.aclose()
+
+
+def _estimate(
+    policy: Policy, questions: list[EvalQuestion], runs: list[str], difficulties: dict[str, float], output: Path,
+) -> str:
+    """What the runs will take, before they start: answers, and machine time on tiers priced by the hour.
+
+    A local tier's price is its machine's hourly price over its generation speed (router.yaml's
+    tokens_per_second), so its expected cost converts back to seconds; the worst case is every
+    sample and escalation writing max_tokens. Hosted tiers show their expected cost instead.
+    """
+    from router.evals.runner import POLICY_RUN
+
+    expected_s = worst_s = cost = 0.0
+    hosted = 0
+    for run in runs:
+        for question in questions:
+            if run == POLICY_RUN:
+                decision = policy.decide(question.question, difficulties.get(question.id, 0.5))
+            else:
+                decision = policy.forced(run.removeprefix("tier:"), question.question)
+            price = policy.price(decision.tier)
+            cost += decision.expected_cost_usd
+            if price.gpu_hour_usd:
+                per_second = price.gpu_hour_usd / 3600
+                expected_s += decision.expected_cost_usd / per_second
+                worst_s += policy.worst_case_cost(decision) / per_second
+            else:
+                hosted += 1
+    answers = len(questions) * len(runs)
+    resumed = f" ({output} exists: finished questions are skipped)" if output.exists() else ""
+    parts = [f"estimate: {answers} answers{resumed}, expected cost ${cost:.4f}"]
+    if worst_s:
+        parts.append(
+            f"local tiers about {duration(expected_s)} of generation at router.yaml's tokens_per_second, "
+            f"up to {duration(worst_s)} if every sample writes max_tokens (--limit N, --no-baselines or "
+            "--force-tier cut it)"
+        )
+    if hosted:
+        parts.append(f"{hosted} answers on hosted tiers (time depends on the provider)")
+    return "; ".join(parts)
 
 
 def _print_summary(rows: list[EvalRow], output: Path) -> None:
