@@ -14,7 +14,9 @@ summing over the list always gives the call's exact totals):
   (the client already has the text): input tokens are `estimate_tokens` of the message contents
   together, output tokens the larger of the number of text pieces received (a server that streams
   token by token sends one piece per token) and `estimate_tokens` of the text (one that batches
-  tokens sends fewer pieces), and at least 1. The backend logs a warning when it estimates.
+  tokens sends fewer pieces), and at least 1. The backend logs a warning when it estimates. (No
+  tokenizer: LiteLLM's token_counter fetches some from the Hugging Face hub. LiteLLM fills a missing
+  stream usage with that count itself before its backend sees the stream; docs/backends.md.)
 
 Prices: a `TokenPrice` is the one resolved price of a tier, computed by the policy
 (policies/pricing.py) and handed to its backend unchanged. A backend that measures how long the
