@@ -7,6 +7,7 @@ import json
 import re
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -17,14 +18,16 @@ from policies import Policy, parse_policy
 from router.backends import Backend, FakeBackend, TokenPrice
 from router.cli import app
 from core.errors import BackendUnavailable, DataError
-from router.evals import detect_answer_type, load_questions, run_eval, summarise
+from router.evals import EvalQuestion, EvalRow, detect_answer_type, load_questions, run_eval, summarise
 from router.evals.runner import POLICY_RUN, tier_run
 from router.execution import Executor
+from router.ledger import LedgerConfig, open_ledger, open_sync_ledger
 from tests.backends.conftest import openai_stub  # noqa: F401 - the real upstream fixture
 from tests.backends.upstream_stub import OpenAIStub, Reply
 from tests.conftest import TEST_REDIS_URL
 from tests.execution.test_partial_spend import POLICY as PARTIAL_SPEND_POLICY
 from tests.execution.test_partial_spend import FailsOnSecondCall
+from tests.ledger.support import delete_prefix
 from tests.server.support import FAKE_POLICY, FakeBackends
 
 
@@ -180,86 +183,78 @@ def test_help() -> None:
     assert result.exit_code == 0 and "--force-tier" in result.output
 
 
-def test_graded_answers_go_to_the_ledger_and_export_back(dataset: Path, tmp_path: Path) -> None:
-    from router.ledger import LedgerConfig, open_ledger, open_sync_ledger
+@pytest.fixture
+def ledger_config() -> Iterator[LedgerConfig]:
+    """A ledger in the tests' Redis under a prefix of its own, deleted afterwards."""
+    config = LedgerConfig(redis_url=TEST_REDIS_URL, key_prefix=f"test-eval-{uuid.uuid4().hex[:8]}:", store_prompts=True)
+    yield config
+    plain = redis.Redis.from_url(TEST_REDIS_URL)
+    delete_prefix(plain, config.key_prefix)
+    plain.close()
 
-    url = TEST_REDIS_URL
-    config = LedgerConfig(redis_url=url, key_prefix=f"test-eval-{uuid.uuid4().hex[:8]}:", store_prompts=True)
-    policy = parse_policy(_policy_text())
 
-    async def go() -> list:  # type: ignore[type-arg]
+def _run_into_ledger(
+    config: LedgerConfig, policy: Policy, tiers: Mapping[str, Backend], questions: Sequence[EvalQuestion],
+    runs: list[str], difficulties: dict[str, float], output: Path,
+) -> list[EvalRow]:
+    """run_eval with a ledger opened on `config`, answering as source "questions"."""
+
+    async def go() -> list[EvalRow]:
         ledger = open_ledger(config)
         await ledger.start()
         try:
             return await run_eval(
-                policy, Executor(FakeBackends(_fast_wrong_deep_right())), load_questions(dataset),
-                [tier_run("fast"), tier_run("deep")], {}, "number", tmp_path / "out.jsonl", ledger=ledger,
+                policy, Executor(FakeBackends(tiers)), questions, runs, difficulties, "number", output, ledger=ledger,
                 source="questions",
             )
         finally:
             await ledger.aclose()
 
-    rows = asyncio.run(go())
-    reader = open_sync_ledger(config)
-    try:
+    return asyncio.run(go())
+
+
+def test_graded_answers_go_to_the_ledger_and_export_back(
+    dataset: Path, tmp_path: Path, ledger_config: LedgerConfig
+) -> None:
+    rows = _run_into_ledger(
+        ledger_config, parse_policy(_policy_text()), _fast_wrong_deep_right(), load_questions(dataset),
+        [tier_run("fast"), tier_run("deep")], {}, tmp_path / "out.jsonl",
+    )
+    with closing(open_sync_ledger(ledger_config)) as reader:
         stored = reader.records()
-        assert len(stored) == len(rows) == 6
-        assert {s.entry.rule for s in stored} == {"forced"}
-        assert sorted(s.score for s in stored) == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
-        assert all(s.entry.prompt and s.entry.app == "questions" for s in stored)
-        exported = tmp_path / "export.jsonl"
-        result = CliRunner().invoke(
-            app, ["ledger", "export", "--format", "jsonl", "--redis-url", url, "--prefix", config.key_prefix,
-                  "--output", str(exported)],
-        )
-        assert result.exit_code == 0, result.output
-        outcomes = [json.loads(line) for line in exported.read_text().splitlines()]
-        assert len(outcomes) == 3 and all(set(o["outcomes"]) == {"fast", "deep"} for o in outcomes)
-    finally:
-        reader.close()
-        plain = redis.Redis.from_url(url)
-        doomed = list(plain.scan_iter(match=f"{config.key_prefix}*"))
-        if doomed:
-            plain.delete(*doomed)
-        plain.close()
+    assert len(stored) == len(rows) == 6
+    assert {s.entry.rule for s in stored} == {"forced"}
+    assert sorted(s.score for s in stored) == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+    assert all(s.entry.prompt and s.entry.app == "questions" for s in stored)
+    exported = tmp_path / "export.jsonl"
+    result = CliRunner().invoke(
+        app, ["ledger", "export", "--format", "jsonl", "--redis-url", TEST_REDIS_URL, "--prefix",
+              ledger_config.key_prefix, "--output", str(exported)],
+    )
+    assert result.exit_code == 0, result.output
+    outcomes = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert len(outcomes) == 3 and all(set(o["outcomes"]) == {"fast", "deep"} for o in outcomes)
 
 
-def test_a_failed_question_accounts_the_calls_it_paid_for(dataset: Path, tmp_path: Path) -> None:
-    from router.ledger import LedgerConfig, open_ledger, open_sync_ledger
-
-    config = LedgerConfig(redis_url=TEST_REDIS_URL, key_prefix=f"test-eval-{uuid.uuid4().hex[:8]}:")
+def test_a_failed_question_accounts_the_calls_it_paid_for(
+    dataset: Path, tmp_path: Path, ledger_config: LedgerConfig
+) -> None:
     policy = parse_policy(PARTIAL_SPEND_POLICY.replace("fallbacks:\n  deep: [fast]\n", ""))  # deep has no fallback
     output = tmp_path / "out.jsonl"
-
-    async def go() -> list:  # type: ignore[type-arg]
-        ledger = open_ledger(config)
-        await ledger.start()
-        try:
-            return await run_eval(
-                policy, Executor(FakeBackends({"deep": FailsOnSecondCall()})), load_questions(dataset)[:1],
-                [tier_run("deep")], {"q1": 0.3}, "number", output, ledger=ledger,
-            )
-        finally:
-            await ledger.aclose()
-
-    assert asyncio.run(go()) == []  # nothing answered, so nothing graded or summarised
+    rows = _run_into_ledger(
+        ledger_config, policy, {"deep": FailsOnSecondCall()}, load_questions(dataset)[:1], [tier_run("deep")],
+        {"q1": 0.3}, output,
+    )
+    assert rows == []  # nothing answered, so nothing graded or summarised
     # FakeBackend counts words: the 5-word prompt once, then 2 answers of 2 words, before deep went away.
     paid = (5 * 10.0 + 4 * 20.0) / 1e6
     (row,) = [json.loads(line) for line in output.read_text().splitlines()]
     assert "mid-vote" in row["error"] and (row["input_tokens"], row["output_tokens"], row["models"]) == (5, 4, ["deep"])
     assert row["cost_usd"] == pytest.approx(paid)
-    reader = open_sync_ledger(config)
-    try:
+    with closing(open_sync_ledger(ledger_config)) as reader:
         (stored,) = reader.records()
-        assert (stored.entry.status, stored.score, stored.entry.difficulty) == ("error", None, 0.3)
-        assert stored.entry.cost_usd == pytest.approx(paid)
         total = reader.aggregates(None)[""]
-        assert (total.requests, total.errors, total.graded) == (1, 1, 0)
-        assert total.cost_usd == pytest.approx(paid)
-    finally:
-        reader.close()
-        plain = redis.Redis.from_url(TEST_REDIS_URL)
-        doomed = list(plain.scan_iter(match=f"{config.key_prefix}*"))
-        if doomed:
-            plain.delete(*doomed)
-        plain.close()
+    assert (stored.entry.status, stored.score, stored.entry.difficulty) == ("error", None, 0.3)
+    assert stored.entry.cost_usd == pytest.approx(paid)
+    assert (total.requests, total.errors, total.graded) == (1, 1, 0)
+    assert total.cost_usd == pytest.approx(paid)
