@@ -97,29 +97,13 @@ def test_compare_is_other_minus_base() -> None:
 def test_costs_from_tokens_else_from_the_tiers_estimate() -> None:
     policy = parse_policy(TWO_TIERS)  # weak: $1 / $2 per million tokens, 100 expected output tokens
     prompt = "x" * 40  # 10 prompt tokens
-    rows = [
-        OutcomeRecord(
-            id="priced",
-            source="t",
-            prompt=prompt,
-            outcomes={"weak": TierOutcome(correct=1.0, cost_usd=0.5)},
-        ),
-        OutcomeRecord(
-            id="tokens",
-            source="t",
-            prompt=prompt,
-            outcomes={"weak": TierOutcome(correct=1.0, input_tokens=1000, output_tokens=500)},
-        ),
-        OutcomeRecord(
-            id="output-only",
-            source="t",
-            prompt=prompt,
-            outcomes={"weak": TierOutcome(correct=1.0, output_tokens=500)},
-        ),
-        OutcomeRecord(
-            id="nothing", source="t", prompt=prompt, outcomes={"weak": TierOutcome(correct=1.0)}
-        ),
-    ]
+    outcomes = {
+        "priced": TierOutcome(correct=1.0, cost_usd=0.5),
+        "tokens": TierOutcome(correct=1.0, input_tokens=1000, output_tokens=500),
+        "output-only": TierOutcome(correct=1.0, output_tokens=500),
+        "nothing": TierOutcome(correct=1.0),
+    }
+    rows = [OutcomeRecord(id=key, source="t", prompt=prompt, outcomes={"weak": o}) for key, o in outcomes.items()]
     matrix = build_matrix(rows, policy, {"weak": "weak"})
     assert matrix.tiers == ("weak",)
     assert matrix.costs[0].tolist() == pytest.approx(
