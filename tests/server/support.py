@@ -15,7 +15,6 @@ import numpy as np
 import uvicorn
 
 from policies.policy import Policy
-from policies.pricing import TokenPrice as PolicyPrice
 from policies.schema import Passthrough, Tier
 from router.backends import Backend, FakeBackend
 from core.llm import Completion, GenerationParams, Message, TokenPrice
@@ -90,7 +89,7 @@ class FakeBackends:
     def __init__(self, tiers: Mapping[str, Backend]) -> None:
         self.tiers = dict(tiers)
 
-    async def for_tier(self, tier: Tier, price: PolicyPrice) -> Backend:
+    async def for_tier(self, tier: Tier, price: TokenPrice) -> Backend:
         return self.tiers[tier.name]
 
     async def for_passthrough(self, model: str, config: Passthrough) -> Backend:
