@@ -23,6 +23,7 @@ import numpy as np
 import redis
 
 from router.ledger import LedgerConfig, LedgerEntry, RedisLedger
+from router.ledger.entry import AppCap
 from router.ledger.keys import LedgerKeys
 from router.ledger.scripts import record_call
 
@@ -46,12 +47,13 @@ async def run(url: str, count: int) -> dict[str, float]:
     prefix = f"bench-ledger-{uuid.uuid4().hex[:8]}:"
     config = LedgerConfig(redis_url=url, key_prefix=prefix, timeout_s=5.0, buffer_size=count)
     keys = LedgerKeys(prefix)
+    apps = AppCap(config.max_apps)
     results: dict[str, float] = {}
     try:
         warm = entries(500, "warm")
         started = time.perf_counter_ns()
         for entry in warm * 4:
-            record_call(entry, keys, config)
+            record_call(entry, keys, config, apps)
         results["encode_us"] = (time.perf_counter_ns() - started) / 1000 / (len(warm) * 4)
 
         ledger = RedisLedger(config)

@@ -39,6 +39,8 @@ class LedgerConfig(BaseModel):
     aggregate_ttl_days: float = Field(default=90.0, gt=0)
     # Writes held in memory while Redis is unreachable; the excess is dropped and counted.
     buffer_size: int = Field(default=10_000, ge=0)
+    # Distinct metadata.app values one ledger process keeps aggregates for; later ones count as "(other)".
+    max_apps: int = Field(default=1000, ge=1)
     # Prompts are personal data: kept only when asked, and needed for `router ledger export`.
     store_prompts: bool = False
     # A Redis call slower than this counts as an outage: the write is buffered, the request unharmed.

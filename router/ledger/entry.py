@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
+
 import math
 import time
 from collections.abc import Mapping
@@ -99,7 +102,7 @@ class LedgerEntry:
             latency_s=latency_s,
             status=status,
             key_tag=key_tag,
-            app=app,
+            app=ledger_tag(app),
             prompt=prompt,
             source=source,
             extra=details,
@@ -127,6 +130,44 @@ def source_rank(source: str) -> int:
 
 # The app of a request that named none, in aggregates and reports.
 NO_APP = "(none)"
+# Where the apps past a ledger's `max_apps` are counted.
+OTHER_APP = "(other)"
+
+_TAG_CHARS = re.compile(r"[^A-Za-z0-9_.:@/+-]")
+MAX_TAG = 64
+
+
+def ledger_tag(value: str | None) -> str | None:
+    """A client-given tag (metadata.app) as the ledger keeps it: at most 64 characters of
+    [A-Za-z0-9_.:@/+-]. Anything else is cut and stamped with a hash of the whole value, so two
+    distinct long or odd values stay distinct while no key name grows with client input."""
+    if value is None or (len(value) <= MAX_TAG and _TAG_CHARS.search(value) is None):
+        return value
+    digest = hashlib.sha256(value.encode("utf-8", "replace")).hexdigest()[:8]
+    return f"{_TAG_CHARS.sub('_', value)[: MAX_TAG - 9]}~{digest}"
+
+
+class AppCap:
+    """Bounds the distinct apps a ledger writes aggregates for: past `limit`, a new app counts as OTHER_APP.
+
+    Each process tracks what it has seen (seeded from the ledger's own list at start), so several
+    writers admit at most `limit` each: the number of per-app keys stays bounded whatever clients send.
+    """
+
+    __slots__ = ("limit", "seen")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.seen: set[str] = set()
+
+    def admit(self, app: str) -> str:
+        """`app`, or OTHER_APP once `limit` other apps are known."""
+        if app in self.seen or app in (NO_APP, OTHER_APP):
+            return app
+        if len(self.seen) >= self.limit:
+            return OTHER_APP
+        self.seen.add(app)
+        return app
 
 _FIELDS = frozenset(LedgerEntry.__dataclass_fields__)
 

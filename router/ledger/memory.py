@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from router.ledger.config import LedgerConfig
 from router.ledger.counts import MICRO, STAT_NAMES, Counts
 from router.ledger.entry import LedgerEntry, StoredRecord, entry_from_dict
+from router.ledger.entry import AppCap
 from router.ledger.keys import Dimension, LedgerKeys
 from router.ledger.scripts import Call, feedback_call, record_call, try_record_call
 
@@ -38,6 +39,7 @@ class MemoryLedger:
     def __init__(self, config: LedgerConfig | None = None, clock: Callable[[], float] = time.time) -> None:
         self.config = config or LedgerConfig()
         self._keys = LedgerKeys(self.config.key_prefix)
+        self._apps = AppCap(self.config.max_apps)
         self._clock = clock
         self._records: deque[tuple[str, str]] = deque()  # (request id, record JSON), oldest first
         self._requests: dict[str, _Request] = {}
@@ -62,7 +64,7 @@ class MemoryLedger:
 
     def record_nowait(self, entry: LedgerEntry) -> None:
         """Record one request; in memory there is nothing to wait for. Never raises."""
-        call = try_record_call(entry, self._keys, self.config)
+        call = try_record_call(entry, self._keys, self.config, self._apps)
         if call is None:
             self._counters["invalid"] += 1
         else:
@@ -88,7 +90,7 @@ class MemoryLedger:
 
     def record_sync(self, entry: LedgerEntry) -> bool:
         """Record one request; False when its id was already recorded (raises for a malformed entry)."""
-        return self._apply_record(entry.request_id, record_call(entry, self._keys, self.config))
+        return self._apply_record(entry.request_id, record_call(entry, self._keys, self.config, self._apps))
 
     def _apply_record(self, request_id: str, call: Call) -> bool:
         now = self._clock()

@@ -28,6 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from router.ledger.config import LedgerConfig
 from router.ledger.counts import STAT_NAMES
 from router.ledger.entry import LedgerEntry
+from router.ledger.entry import AppCap
 from router.ledger.keys import LedgerKeys
 from router.ledger.scripts import FEEDBACK_LUA, RECORD_LUA, Call, feedback_call, try_record_call
 
@@ -62,6 +63,7 @@ class RedisLedger:
         config.require_redis(client, NO_REDIS)
         self.config = config
         self._keys = LedgerKeys(config.key_prefix)
+        self._apps = AppCap(config.max_apps)
         self._client = client
         self._owns_client = client is None
         self._scripts: dict[str, AsyncScript] = {}
@@ -85,7 +87,11 @@ class RedisLedger:
     async def start(self) -> None:
         """Check Redis once and say in the log where records go; never raises."""
         try:
-            await self._redis().ping()
+            client = self._redis()
+            await client.ping()
+            # Apps seen before a restart keep their own aggregates; the cap counts them.
+            known = await client.smembers(self._keys.dims("app"))
+            self._apps.seen.update(sorted(str(app) for app in known)[: self.config.max_apps])
         except OUTAGE_ERRORS as error:
             self._outage(error)
             return
@@ -154,7 +160,7 @@ class RedisLedger:
             self._scripts = {}
 
     def _encode(self, entry: LedgerEntry) -> Call | None:
-        call = try_record_call(entry, self._keys, self.config)
+        call = try_record_call(entry, self._keys, self.config, self._apps)
         if call is None:
             self._counters["invalid"] += 1
         return call

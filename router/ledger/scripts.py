@@ -7,6 +7,7 @@ The sync and async clients send the very same calls.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -16,7 +17,7 @@ from typing import Any
 from core.errors import ConfigError
 from router.ledger.config import LedgerConfig
 from router.ledger.counts import MICRO, NANO, score_units, to_units
-from router.ledger.entry import NO_APP, LedgerEntry, source_rank
+from router.ledger.entry import NO_APP, AppCap, LedgerEntry, ledger_tag, source_rank
 from router.ledger.keys import Dimension, LedgerKeys, utc_day
 
 logger = logging.getLogger(__name__)
@@ -116,10 +117,15 @@ def entry_json(entry: LedgerEntry, store_prompts: bool) -> str:
     return json.dumps(data, separators=(",", ":"), default=str)
 
 
-def record_call(entry: LedgerEntry, keys: LedgerKeys, config: LedgerConfig) -> Call:
-    """The record script's call for one entry: the stream entry, its hash and its 8 aggregates."""
+def record_call(entry: LedgerEntry, keys: LedgerKeys, config: LedgerConfig, apps: AppCap) -> Call:
+    """The record script's call for one entry: the stream entry, its hash and its 8 aggregates.
+
+    The app is the one `apps` admits (OTHER_APP past the cap), in the aggregates and the record alike.
+    """
     day = utc_day(entry.timestamp)
-    app = entry.app or NO_APP
+    app = apps.admit(ledger_tag(entry.app) or NO_APP)
+    if entry.app is not None and app != entry.app:
+        entry = dataclasses.replace(entry, app=app)
     values: dict[Dimension, str] = {"tier": entry.tier, "policy": entry.policy_version, "app": app}
     totals = [keys.total()] + [keys.total(dim, value) for dim, value in values.items()]
     daily = [keys.daily(day)] + [keys.daily(day, dim, value) for dim, value in values.items()]
@@ -156,10 +162,10 @@ def record_call(entry: LedgerEntry, keys: LedgerKeys, config: LedgerConfig) -> C
     )
 
 
-def try_record_call(entry: LedgerEntry, keys: LedgerKeys, config: LedgerConfig) -> Call | None:
+def try_record_call(entry: LedgerEntry, keys: LedgerKeys, config: LedgerConfig, apps: AppCap) -> Call | None:
     """record_call, or None (logged) for an entry that cannot be encoded: a ledger write must never fail a request."""
     try:
-        return record_call(entry, keys, config)
+        return record_call(entry, keys, config, apps)
     except (TypeError, ValueError, OverflowError) as error:
         logger.error("ledger: request %r was not recorded: its entry is malformed (%s).", entry.request_id, error)
         return None

@@ -19,6 +19,7 @@ from core.errors import ConfigError
 from router.ledger.config import LedgerConfig
 from router.ledger.counts import MICRO, Counts
 from router.ledger.entry import VERDICT_SOURCES, LedgerEntry, StoredRecord, entry_from_dict, source_rank
+from router.ledger.entry import AppCap
 from router.ledger.keys import Dimension, LedgerKeys
 from router.ledger.scripts import FEEDBACK_LUA, RECORD_LUA, feedback_call, record_call
 
@@ -39,6 +40,7 @@ class SyncRedisLedger:
         config.require_redis(client, NO_REDIS)
         self.config = config
         self._keys = LedgerKeys(config.key_prefix)
+        self._apps = AppCap(config.max_apps)
         self._client = client or redis.Redis.from_url(
             config.redis_url or "", decode_responses=True, socket_timeout=10, socket_connect_timeout=config.timeout_s * 4
         )
@@ -57,7 +59,7 @@ class SyncRedisLedger:
 
     def record(self, entry: LedgerEntry) -> bool:
         """Write one record with its aggregates; False when its request id was already recorded."""
-        call = record_call(entry, self._keys, self.config)
+        call = record_call(entry, self._keys, self.config, self._apps)
         with self._reachable():
             return bool(self._record_script(keys=call.keys, args=call.args))
 

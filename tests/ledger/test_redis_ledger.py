@@ -25,6 +25,7 @@ from router.ledger import (
 from router.ledger.counts import Counts
 from router.ledger.keys import LedgerKeys, utc_day
 from router.ledger.report import record_counts
+from router.ledger.entry import AppCap
 from router.ledger.scripts import record_call
 from tests.ledger.support import RedisServer, make_entry, redis_url, write_traffic
 
@@ -34,7 +35,7 @@ def expected_aggregates(records: list[StoredRecord], config: LedgerConfig) -> di
     keys = LedgerKeys(config.key_prefix)
     out: dict[str, Counts] = defaultdict(Counts)
     for record in records:
-        for key in record_call(record.entry, keys, config).keys[5:]:
+        for key in record_call(record.entry, keys, config, AppCap(config.max_apps)).keys[5:]:
             out[key].add(record_counts(record))
     return dict(out)
 
