@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -53,6 +53,15 @@ async def store_api_key(
     """Register a key in Redis (needs `server.redis_api_keys: true` in router.yaml)."""
     record = {"name": name, "requests_per_minute": requests_per_minute, "admin": admin}
     await redis.hset(f"{prefix}{REDIS_KEYS_HASH}", key_digest(key), json.dumps(record))
+
+
+
+def authorization_of(headers: Mapping[str, str]) -> str | None:
+    """The `Authorization` header, or an Azure-style `api-key: <key>` header read as `Bearer <key>`."""
+    authorization = headers.get("authorization")
+    if authorization is None and headers.get("api-key"):
+        return f"Bearer {headers['api-key']}"
+    return authorization
 
 
 class Authenticator:
@@ -103,7 +112,7 @@ class Authenticator:
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
             raise AuthenticationFailed(
-                "No API key provided: send it in the header `Authorization: Bearer <key>`.",
+                "No API key provided: send it in the header `Authorization: Bearer <key>` (or `api-key: <key>`).",
                 code="missing_api_key",
             )
         digest = key_digest(key)

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from policies import Policy
-from router.auth import Principal
+from router.auth import Principal, authorization_of
 from router.server.runtime import Runtime
 
 
@@ -32,7 +32,7 @@ async def principal_of(
     policy: Annotated[Policy, Depends(policy_snapshot)],
 ) -> Principal:
     """The authenticated caller (anonymous when no key is configured), against this request's policy."""
-    return await runtime.auth.authenticate(request.headers.get("authorization"), policy.config.server)
+    return await runtime.auth.authenticate(authorization_of(request.headers), policy.config.server)
 
 
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]

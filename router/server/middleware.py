@@ -1,15 +1,21 @@
 """A pure ASGI middleware giving every request an id, returned in `x-router-request-id`.
 
+A client's own `x-request-id` (1 to 128 letters, digits, `-`, `_`, `.`, `:`) is taken as the id,
+so its logs and ours name a request the same way; anything else gets a fresh random id.
+
 Pure ASGI rather than BaseHTTPMiddleware: it adds no task per request and leaves streaming alone.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "x-router-request-id"
+CLIENT_ID_HEADER = b"x-request-id"
+_CLIENT_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
 def new_request_id() -> str:
@@ -27,7 +33,7 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = new_request_id()
+        request_id = _client_id(scope) or new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         header = (REQUEST_ID_HEADER.encode(), request_id.encode())
 
@@ -39,3 +45,11 @@ class RequestIdMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_id)
+
+
+def _client_id(scope: Scope) -> str | None:
+    """The client's `x-request-id`, when it is a plausible id (it ends up in headers, logs and the ledger)."""
+    for name, value in scope.get("headers", ()):
+        if name == CLIENT_ID_HEADER:
+            return value.decode() if _CLIENT_ID.fullmatch(value) else None
+    return None

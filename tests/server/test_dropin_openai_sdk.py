@@ -1,8 +1,8 @@
 """Drop-in: the official openai SDK's tools, structured output and sampling controls, through the real proxy.
 
-Each on pass-through (`up-model`), a forced single-sample tier (`fast`, direct) and a forced
-multi-sample tier (`deep`, self-consistency, which answers these with one direct call), all
-against the real test upstream over HTTP.
+Each on pass-through (`up-model`), the routed path (`router`, which picks `fast` here), a forced
+single-sample tier (`fast`, direct) and a forced multi-sample tier (`deep`, self-consistency,
+which answers these with one direct call), all against the real test upstream over HTTP.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ server:
     api_base: {url}
     price: {{input_per_million: 1.0, output_per_million: 1.0}}
 """
-MODELS = ["up-model", "fast", "deep"]
+MODELS = ["up-model", "router", "fast", "deep"]
 
 
 class City(pydantic.BaseModel):

@@ -8,6 +8,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from core.errors import InvalidRequest
+from router.auth import authorization_of
 from router.server.requests import read_json
 from router.server.responses import dumps
 from router.server.runtime import Runtime
@@ -55,7 +56,7 @@ def parse_feedback(body: object) -> Feedback:
 async def feedback(request: Request) -> Response:
     """Record the verdict with the ledger; 404 when the request id is unknown (or expired)."""
     runtime: Runtime = request.app.state.runtime
-    await runtime.auth.authenticate(request.headers.get("authorization"), runtime.store.policy.config.server)
+    await runtime.auth.authenticate(authorization_of(request.headers), runtime.store.policy.config.server)
     verdict = parse_feedback(await read_json(request, FEEDBACK_BODY_LIMIT))
     if not await runtime.ledger.feedback(verdict.request_id, verdict.value):
         raise HTTPException(
