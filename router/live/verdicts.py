@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from router.ledger.config import LedgerConfig
 from router.ledger.counts import NANO, to_units
+from router.ledger.entry import AppCap
 from router.ledger.keys import LedgerKeys, utc_day
 from router.ledger.scripts import FEEDBACK_LUA, RECORD_LUA, feedback_call, record_call
 from router.live.queue import LiveKeys
@@ -54,6 +55,7 @@ class VerdictWriter:
         self._once = redis.register_script(ONCE_LUA)
         self._record = redis.register_script(RECORD_LUA)
         self.book = SpendBook(redis, config.key_prefix)
+        self._apps = AppCap(config.max_apps)  # explored answers carry the app the proxy already admitted
 
     async def recorded(self, request_id: str) -> bool:
         """True when the ledger has this request (and can still take a verdict for it)."""
@@ -65,7 +67,7 @@ class VerdictWriter:
 
     async def record(self, entry: LedgerEntry) -> bool:
         """Write an explored answer's ledger record; False when it was already recorded."""
-        call = record_call(entry, self.keys, self.config)
+        call = record_call(entry, self.keys, self.config, self._apps)
         return bool(await self._record(keys=call.keys, args=call.args))
 
     async def verdict(self, request_id: str, tier: str, score: float, source: str) -> int:
