@@ -32,6 +32,7 @@ from core.errors import (
     ConfigError,
 )
 from core.llm import Completion, Message, Usage, estimate_stream_usage, split_evenly
+from strategies import CallRecord
 
 logger = logging.getLogger("router.backends")
 
@@ -113,9 +114,22 @@ class Upstream:
             )
         )
 
-    def broke_off(self, detail: str) -> BackendUnavailable:
-        """A stream that failed after it opened (not retried: the client has part of the text)."""
-        return BackendUnavailable(f"{self.model} broke off its stream; try again. Detail: {detail}")
+    def broke_off(
+        self, detail: str, messages: Sequence[Message], pieces: Sequence[str], cost: CallCost, latency_s: float
+    ) -> BackendUnavailable:
+        """A stream that failed after it opened (not retried: the client may have part of the text).
+
+        The pieces already sent were paid for: the error carries them as a spent call, counted by
+        core.llm's stream rule (the upstream never sent its usage), so the ledger records them.
+        """
+        error = BackendUnavailable(f"{self.model} broke off its stream; try again. Detail: {detail}")
+        if pieces:
+            usage = estimate_stream_usage(messages, pieces)
+            spent = sum(cost(usage.input_tokens, usage.output_tokens))
+            error.spent_calls = (
+                CallRecord(self.model, 1, 1, usage.input_tokens, usage.output_tokens, spent, latency_s),
+            )
+        return error
 
     def status(self, status: int | None, detail: str, retry_after: str | None = None) -> Retry | BackendError:
         """What to raise for an HTTP error status: a `Retry` (429, 5xx) or our error at once (other 4xx)."""

@@ -148,16 +148,13 @@ class LiteLLMBackend:
         except (TimeoutError, litellm.Timeout) as error:
             raise self._upstream.timed_out(params.timeout_s) from error
         except _upstream_error_type() as error:
+            if parts:  # text was sent: no retry, and what it cost is accounted
+                latency = time.perf_counter() - started
+                raise self._upstream.broke_off(str(error), messages, parts, self._token_cost, latency) from error
             failure = self._classify(error)
             raise (failure.final if isinstance(failure, Retry) else failure) from error
         counted = self._upstream.stream_usage(input_tokens, output_tokens, messages, parts)
-        if self._price is not None:
-            cost = self._price.cost(counted.input_tokens, counted.output_tokens)
-        else:
-            prompt_part, output_part = litellm.cost_per_token(
-                model=self.settings.model, prompt_tokens=counted.input_tokens, completion_tokens=counted.output_tokens
-            )
-            cost = float(prompt_part) + float(output_part)
+        cost = sum(self._token_cost(counted.input_tokens, counted.output_tokens))
         yield Completion(
             text="".join(parts),
             finish_reason=finish,
@@ -254,6 +251,15 @@ class LiteLLMBackend:
                 f"status came back (check the API key too). Detail: {detail}"
             )
         return self._upstream.status(status if isinstance(status, int) else None, detail, retry_after)
+
+    def _token_cost(self, input_tokens: int, output_tokens: int) -> tuple[float, float]:
+        """(input part, output part) for counted tokens: the tier's price, else LiteLLM's per-token price."""
+        if self._price is not None:
+            return self._price.input_cost(input_tokens), self._price.output_cost(output_tokens)
+        prompt_part, output_part = self._litellm.cost_per_token(
+            model=self.settings.model, prompt_tokens=input_tokens, completion_tokens=output_tokens
+        )
+        return float(prompt_part), float(output_part)
 
     def _cost(self, response: Any, input_tokens: int, output_tokens: int) -> tuple[float, float]:
         """(input part, output part) of the call's cost: the tier's price, else LiteLLM's for this response."""

@@ -194,6 +194,7 @@ class OpenAIHTTPBackend:
                 raise self._refusal(response, content)
 
             response = await self._upstream.call(attempt)
+            parts: list[str] = []  # the text sent so far, for the cost of a stream that breaks
             try:
                 if response.content_type == "application/json":
                     # The upstream ignored `stream` and answered whole: pass it on in one piece.
@@ -202,19 +203,20 @@ class OpenAIHTTPBackend:
                         yield completion.text
                     yield completion
                 else:
-                    async for piece in self._read_stream(response, messages, started):
+                    async for piece in self._read_stream(response, messages, started, parts):
                         yield piece
             except TimeoutError:
                 raise self._upstream.timed_out(params.timeout_s) from None
             except aiohttp.ClientError as error:
-                raise self._upstream.broke_off(f"{type(error).__name__}: {error}") from error
+                raise self._upstream.broke_off(
+                    f"{type(error).__name__}: {error}", messages, parts, self._cost, time.perf_counter() - started
+                ) from error
             finally:
                 response.release()
 
     async def _read_stream(
-        self, response: aiohttp.ClientResponse, messages: Sequence[Message], started: float
+        self, response: aiohttp.ClientResponse, messages: Sequence[Message], started: float, parts: list[str]
     ) -> AsyncIterator[str | Completion]:
-        parts: list[str] = []
         tool_calls = ToolCallDeltas()
         usage: dict[str, Any] = {}
         finish = "stop"

@@ -169,9 +169,10 @@ class LiveStream:
     failed: tuple[str, ...] = ()
     paid: tuple[CallRecord, ...] = ()  # calls of failed attempts before this one
 
-    def result(self, final: Completion | None) -> ExecutionResult:
-        """What the stream cost once it ended: its final Completion (None if it never came) and earlier attempts."""
-        calls = self.paid
+    def result(self, final: Completion | None, cut: BaseException | None = None) -> ExecutionResult:
+        """What the stream cost once it ended: its final Completion, or what the error `cut` says
+        was spent before it broke, and the calls of earlier attempts."""
+        calls = (*self.paid, *_staged(spent_calls(cut), self.tier))
         if final is not None:
             calls = (*calls, CallRecord.from_completions([final], 1, self.tier))
         text, finish = (final.text, final.finish_reason) if final is not None else ("", "error")
@@ -187,8 +188,8 @@ class LiveStream:
             await close()
 
 
-def spent_calls(error: BaseException) -> tuple[CallRecord, ...]:
-    """The calls a failed attempt had already paid for."""
+def spent_calls(error: BaseException | None) -> tuple[CallRecord, ...]:
+    """The calls a failed attempt had already paid for (none for no error)."""
     return tuple(call for call in getattr(error, "spent_calls", ()) if isinstance(call, CallRecord))
 
 

@@ -95,12 +95,17 @@ class ChatPlan:
 class RequestAccount:
     """Accounts one planned request exactly once: the first `settle` wins, later ones are ignored."""
 
-    __slots__ = ("_pipeline", "plan", "settled")
+    __slots__ = ("_pipeline", "plan", "settled", "handed_over")
 
     def __init__(self, pipeline: ChatPipeline, plan: ChatPlan) -> None:
         self._pipeline = pipeline
         self.plan = plan
         self.settled = False
+        self.handed_over = False  # a live stream's relay settles it when the stream ends
+
+    def hand_over(self) -> None:
+        """The rest of the request (a live stream) settles this account: leaving the block must not."""
+        self.handed_over = True
 
     async def settle(
         self, outcome: ExecutionResult | BaseException | None, status: str, http_status: int, *, background: bool = False
@@ -127,7 +132,7 @@ class RequestAccount:
         return self
 
     async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: object) -> None:
-        if self.settled:
+        if self.settled or (self.handed_over and error is None):
             return
         # Shielded: after a disconnect the scope is cancelled, and the entry must still be written.
         with anyio.CancelScope(shield=True):

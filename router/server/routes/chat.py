@@ -92,6 +92,8 @@ async def _stream(request: Request, pipeline: ChatPipeline, account: RequestAcco
         if isinstance(outcome, ExecutionResult):
             # Sampling strategies (or a backend that cannot stream): the vote is done, stream the winner.
             await account.settle(outcome, "ok", 200)
+        else:
+            account.hand_over()  # to the relay, which settles when the stream ends however it ends
     fingerprint = f"router-{plan.policy.version}"
     if isinstance(outcome, ExecutionResult):
         writer = ChunkWriter(f"chatcmpl-{plan.request_id}", _model(outcome, plan), fingerprint)
@@ -126,6 +128,7 @@ class _Relay:
     def __init__(self, account: RequestAccount, live: LiveStream, writer: ChunkWriter) -> None:
         self.account, self.live, self.writer = account, live, writer
         self.final: Completion | None = None
+        self.cut: BackendError | None = None
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._events()
@@ -146,6 +149,7 @@ class _Relay:
                     break
         except BackendError as error:
             # Too late for a status code (and for a fallback: the client has text): say it in the stream.
+            self.cut = error
             info = describe(error)
             yield error_event(info.message, info.type, info.code)
             await self.close(info.code or "upstream_error", info.status)
@@ -162,7 +166,7 @@ class _Relay:
         """Close the upstream and account the stream once (a disconnect lands here with the defaults)."""
         with anyio.CancelScope(shield=True):
             await self.live.aclose()
-            await self.account.settle(self.live.result(self.final), status, http_status, background=True)
+            await self.account.settle(self.live.result(self.final, self.cut), status, http_status, background=True)
 
 
 class _AccountedStream(StreamingResponse):
