@@ -11,13 +11,15 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import zipfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
+from numpy.lib.npyio import NpzFile
 
 from classifiers.estimator import DifficultyClassifier, KnnScorer
 from core.errors import ArtifactError
@@ -26,6 +28,11 @@ FORMAT_VERSION = 1
 METADATA_FILE = "classifier.json"
 WEIGHTS_FILE = "weights.npz"
 _INT8_SCALE = 127.0  # the kNN index is stored as int8: cosine similarity survives to ~1e-2
+# The members of weights.npz: what each part of the model needs, and the optional neighbour labels.
+_LINEAR = ("linear_coef", "linear_intercept", "linear_constant")
+_KNN = ("knn_index", "knn_targets", "knn_prior_weight")
+_NEIGHBOURS = ("knn_ids", "knn_sources")
+_ALL_MEMBERS = (*_LINEAR, *_KNN, *_NEIGHBOURS)
 
 
 @dataclass
@@ -112,8 +119,10 @@ def read_info(directory: Path) -> tuple[ArtifactInfo, dict[str, Any]]:
         )
     try:
         raw = json.loads(meta_path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ArtifactError(f"{meta_path} is not valid JSON ({error}); retrain or restore the artifact.") from error
+    if not isinstance(raw, dict):
+        raise ArtifactError(f"{meta_path} is not a JSON object; retrain or restore the artifact.")
     version = raw.get("format_version")
     if version != FORMAT_VERSION:
         raise ArtifactError(
@@ -139,7 +148,7 @@ def read_info(directory: Path) -> tuple[ArtifactInfo, dict[str, Any]]:
 
 
 def load_weights(directory: Path, raw_info: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Load the weight arrays after checking their checksum; never unpickles."""
+    """Load the weight arrays after checking their checksum, members and shapes; never unpickles."""
     weights_path = directory / WEIGHTS_FILE
     if not weights_path.is_file():
         raise ArtifactError(f"{weights_path} is missing; the artifact is incomplete. Retrain or restore it.")
@@ -149,11 +158,99 @@ def load_weights(directory: Path, raw_info: dict[str, Any]) -> dict[str, np.ndar
             f"{weights_path} does not match the checksum in {METADATA_FILE}: the file was changed or corrupted. "
             "Retrain or restore the artifact."
         )
+    # The file is opened here, not by np.load, which leaves it open when the zip is corrupt.
+    with weights_path.open("rb") as handle:
+        arrays = _read_members(weights_path, handle)
+    _check_arrays(weights_path, arrays, raw_info)
+    return arrays
+
+
+def _read_members(weights_path: Path, handle: BinaryIO) -> dict[str, np.ndarray]:
+    """Every member of the open archive, refusing pickles, other formats and foreign members."""
     try:
-        with np.load(weights_path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except ValueError as error:
-        raise ArtifactError(f"{weights_path} holds objects that would need unpickling; refusing to load it.") from error
+        archive = np.load(handle, allow_pickle=False)
+    except ValueError as error:  # numpy takes any file that is neither .npy nor a zip for a pickle
+        raise ArtifactError(
+            f"{weights_path} is not a NumPy .npz archive (a pickle, or another format); refusing to load it. "
+            "Retrain or restore the artifact."
+        ) from error
+    except (OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ArtifactError(
+            f"{weights_path} cannot be read as a NumPy .npz archive ({error}); it is truncated or corrupt. "
+            "Retrain or restore the artifact."
+        ) from error
+    if not isinstance(archive, NpzFile):
+        raise ArtifactError(
+            f"{weights_path} holds a single array, not the .npz archive of named arrays a classifier is saved as. "
+            "Retrain or restore the artifact."
+        )
+    with archive:
+        arrays: dict[str, np.ndarray] = {}
+        for name in archive.files:
+            try:
+                arrays[name] = archive[name]
+            except ValueError as error:
+                raise ArtifactError(
+                    f"{weights_path}: the array {name!r} holds objects that would need unpickling; "
+                    "refusing to load it."
+                ) from error
+            except (OSError, EOFError, zipfile.BadZipFile) as error:
+                raise ArtifactError(
+                    f"{weights_path}: the array {name!r} cannot be read ({error}); the file is corrupt. "
+                    "Retrain or restore the artifact."
+                ) from error
+        unknown = sorted(set(arrays) - set(_ALL_MEMBERS))
+        if unknown:
+            shown = ", ".join(repr(name) for name in unknown[:3]) + (", ..." if len(unknown) > 3 else "")
+            raise ArtifactError(
+                f"{weights_path} holds {shown}, which a classifier's weights never do: it is another kind of "
+                "file (a torch checkpoint is a zip archive too). Retrain or restore the artifact."
+            )
+    return arrays
+
+
+def _check_arrays(path: Path, arrays: dict[str, np.ndarray], raw_info: dict[str, Any]) -> None:
+    """Every member the metadata's model kind needs is there, with shapes that agree."""
+    params = raw_info.get("params")
+    kind = str(params.get("model", "ensemble")) if isinstance(params, dict) else "ensemble"
+    needed = [*(_LINEAR if kind in ("logreg", "ensemble") else ()), *(_KNN if kind in ("knn", "ensemble") else ())]
+    if "knn_ids" in arrays or "knn_sources" in arrays:
+        needed += _NEIGHBOURS
+    for name in needed:
+        if name not in arrays:
+            why = "its pair" if name in _NEIGHBOURS else f"the {kind!r} model in {METADATA_FILE}"
+            raise ArtifactError(
+                f"{path} lacks the array {name!r}, which {why} needs; the artifact is incomplete. "
+                "Retrain or restore it."
+            )
+    n_tiers = len(raw_info.get("tiers") or ())
+    expected: dict[str, tuple[int | None, ...]] = {
+        "linear_coef": (n_tiers, None),
+        "linear_intercept": (n_tiers,),
+        "linear_constant": (n_tiers,),
+        "knn_index": (None, None),
+        "knn_targets": (len(arrays["knn_index"]) if "knn_index" in arrays else None, n_tiers),
+        "knn_prior_weight": (),
+        "knn_ids": (len(arrays["knn_index"]) if "knn_index" in arrays else None,),
+        "knn_sources": (len(arrays["knn_index"]) if "knn_index" in arrays else None,),
+    }
+    for name, array in arrays.items():
+        shape = expected[name]
+        mismatch = array.ndim != len(shape) or any(
+            want not in (None, got) for want, got in zip(shape, array.shape, strict=True)
+        )
+        if mismatch:
+            wanted = str(tuple("n" if want is None else want for want in shape)).replace("'", "")
+            raise ArtifactError(
+                f"{path}: the array {name!r} has shape {array.shape}, not {wanted} as the metadata implies "
+                f"({n_tiers} tiers); the artifact is inconsistent. Retrain it."
+            )
+        textual = name in _NEIGHBOURS
+        if textual != (array.dtype.kind == "U") or (not textual and array.dtype.kind not in "fiu"):
+            raise ArtifactError(
+                f"{path}: the array {name!r} has dtype {array.dtype}, not {'text' if textual else 'numbers'}; "
+                "the artifact is inconsistent. Retrain it."
+            )
 
 
 def classifier_from_weights(info: ArtifactInfo, arrays: dict[str, np.ndarray]) -> DifficultyClassifier:
