@@ -15,6 +15,7 @@ import openai
 import pydantic
 import pytest
 
+from core.llm import Message, wire_message, with_text_appended
 from tests.server.conftest import Proxy, StartProxy
 from tests.server.support import ServerThread
 from tests.server.upstream import Upstream
@@ -175,3 +176,47 @@ def test_legacy_functions_name_the_replacement(served: tuple[Proxy, Upstream]) -
             model="up-model", messages=[{"role": "user", "content": "hi"}], functions=[{"name": "f", "parameters": {}}]
         )
     assert "tools" in caught.value.message
+
+
+@pytest.fixture(scope="module")
+def through_litellm(start_module_proxy: StartProxy) -> Iterator[tuple[Proxy, Upstream]]:
+    """The same tiers called through LiteLLM instead of plain HTTP."""
+    app = Upstream()
+    with ServerThread(app) as server, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OPENAI_API_KEY", "unused")  # LiteLLM's OpenAI client wants one, the test upstream does not
+        yield start_module_proxy(real_backends=True, upstream_url=f"{server.url}/v1", direct_http=False), app
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+def test_tool_loop_through_a_litellm_tier(through_litellm: tuple[Proxy, Upstream], stream: bool) -> None:
+    proxy, upstream = through_litellm
+    messages: list[Any] = [{"role": "user", "content": "Oslo"}]
+    with client(proxy) as api:
+        if stream:
+            with api.chat.completions.stream(model="fast", messages=messages, tools=[WEATHER]) as events:
+                for _ in events:
+                    pass
+                first = events.get_final_completion()
+        else:
+            first = api.chat.completions.create(model="fast", messages=messages, tools=[WEATHER])
+        calls = first.choices[0].message.tool_calls
+        assert first.choices[0].finish_reason == "tool_calls" and calls is not None
+        call = calls[0]
+        assert call.type == "function" and json.loads(call.function.arguments) == {"query": "Oslo"}
+        messages += [first.choices[0].message.model_dump(exclude_none=True),
+                     {"role": "tool", "tool_call_id": call.id, "content": "sun"}]
+        second = api.chat.completions.create(model="fast", messages=messages, tools=[WEATHER], seed=5)
+    assert second.choices[0].message.content == "tool said: sun"
+    assert upstream.requests[-1]["seed"] == 5
+    assert upstream.requests[-1]["messages"][1]["tool_calls"][0]["id"] == call.id
+
+
+def test_an_appended_instruction_keeps_the_wire_form() -> None:
+    parts = Message(role="user", content="look", wire={"role": "user", "content": [{"type": "text", "text": "look"}]})
+    text = Message(role="user", content="hi", wire={"role": "user", "content": "hi", "name": "ann"})
+    tools = Message(role="assistant", content="", wire={"role": "assistant", "content": None, "tool_calls": []})
+    assert wire_message(with_text_appended(parts, "Think."))["content"] == [
+        {"type": "text", "text": "look"}, {"type": "text", "text": "Think."}]
+    assert wire_message(with_text_appended(text, "Think.")) == {"role": "user", "content": "hi\n\nThink.", "name": "ann"}
+    assert wire_message(with_text_appended(tools, "Think."))["content"] == "Think."
+    assert with_text_appended(parts, "Think.")["content"] == "look\n\nThink."
