@@ -14,6 +14,7 @@ from typing import Any
 import openai
 import pydantic
 import pytest
+from openai.types.chat import ChatCompletion
 
 from core.llm import Message, wire_message, with_text_appended
 from tests.server.conftest import Proxy, StartProxy
@@ -191,6 +192,7 @@ def through_litellm(start_module_proxy: StartProxy) -> Iterator[tuple[Proxy, Ups
 def test_tool_loop_through_a_litellm_tier(through_litellm: tuple[Proxy, Upstream], stream: bool) -> None:
     proxy, upstream = through_litellm
     messages: list[Any] = [{"role": "user", "content": "Oslo"}]
+    first: ChatCompletion
     with client(proxy) as api:
         if stream:
             with api.chat.completions.stream(model="fast", messages=messages, tools=[WEATHER]) as events:
