@@ -15,20 +15,13 @@ from typing import Literal
 
 from policies.checks import band_of
 from core.errors import ConfigError
+from core.llm import CHARS_PER_TOKEN, estimate_tokens
 from core.names import FORCED_RULE, PASSTHROUGH
 from policies.pricing import TokenPrice
 from policies.schema import EscalationStep, PolicyFile, Rule, Tier
 from strategies import Direct, Strategy
 
 _DIRECT = Direct()
-
-CHARS_PER_TOKEN = 4
-
-
-def estimate_tokens(text: str) -> int:
-    """Prompt tokens estimated from length: about 4 characters per token, rounded up."""
-    return (len(text) + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
-
 
 @dataclass(frozen=True, slots=True)
 class Decision:

@@ -7,6 +7,7 @@ hands the same object to the tier's backend.
 from __future__ import annotations
 
 import os
+from types import ModuleType
 from typing import Any
 
 from core.errors import ConfigError
@@ -46,12 +47,19 @@ def price_from_config(price: PriceConfig) -> TokenPrice | str:
     )
 
 
+def import_litellm() -> ModuleType:
+    """Import litellm with its price map read from the package, not downloaded (unless the user chose)."""
+    # Without this, importing litellm stalls for seconds trying to fetch prices from the network.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.suppress_debug_info = True  # its "Give Feedback" banner would go to our stdout
+    return litellm
+
+
 def litellm_price(model: str) -> TokenPrice | None:
     """The price LiteLLM's bundled price map gives `model` (also tried without a provider prefix)."""
-    # The bundled map: without this LiteLLM tries to download prices at import and stalls offline.
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm  # slow: only for hosted tiers without a price
-
+    litellm = import_litellm()  # slow: only for hosted tiers without a price
     cost_map: dict[str, Any] = litellm.model_cost
     for key in (model, model.split("/", 1)[-1]):
         entry = cost_map.get(key)

@@ -22,7 +22,8 @@ from numpy.typing import NDArray
 from classifiers.records import OutcomeRecord
 from core.errors import ConfigError, DataError
 from core.metrics import cost_per_correct, ratio
-from policies.policy import Policy, estimate_tokens
+from core.llm import estimate_tokens
+from policies.policy import Policy
 
 MappingMethod = Literal["explicit", "by name", "by cost order"]
 

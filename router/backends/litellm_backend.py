@@ -14,22 +14,12 @@ import random
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
 from core.errors import BackendError, ConfigError
 from core.llm import Completion, GenerationParams, Message, TokenPrice, validate_messages, wire_message
+from policies.pricing import import_litellm
 from router.backends._upstream import Retry, ToolCallDeltas, Upstream, check_retry_settings
-
-
-def import_litellm() -> ModuleType:
-    """Import litellm with its price map read from the package, not downloaded (unless the user chose)."""
-    # Without this, importing litellm stalls for seconds trying to fetch prices from the network.
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
-
-    litellm.suppress_debug_info = True  # its "Give Feedback" banner would go to our stdout
-    return litellm
 
 
 async def close_shared_clients() -> None:
