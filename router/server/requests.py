@@ -39,7 +39,8 @@ FORWARDED = frozenset(
     {
         "tools", "tool_choice", "parallel_tool_calls", "response_format", "seed", "logprobs", "top_logprobs",
         "presence_penalty", "frequency_penalty", "logit_bias", "user", "service_tier", "store",
-        "prompt_cache_key", "safety_identifier", "prediction", "verbosity", "web_search_options", "modalities",
+        "prompt_cache_key", "prompt_cache_retention", "prompt_cache_options", "safety_identifier", "prediction",
+        "verbosity", "web_search_options", "modalities", "moderation",
     }
 )
 # Values that change nothing, which tiers are not sent (OpenAI itself refuses `tools: []`).
