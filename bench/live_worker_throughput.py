@@ -66,10 +66,10 @@ def main() -> None:
     async def enqueue() -> None:
         policy = load_policy(policy_path)
         client = Redis.from_url(args.redis_url, decode_responses=True)
-        loop = LiveLoop(lambda: policy, client, prefix, max_in_flight=10_000)
+        loop = LiveLoop(lambda: policy, client, prefix)
         for entry, answer in entries:
             await loop.after_request(entry, [Message(role="user", content=str(entry.prompt))], answer)
-        await loop.aclose()
+            await loop.aclose()  # one at a time: this measures the worker, not a burst of enqueues
         await client.aclose()
 
     asyncio.run(enqueue())
