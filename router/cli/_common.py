@@ -60,7 +60,7 @@ def quiet_model_loading(quiet: bool = True) -> None:
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1" if quiet else "0"
     os.environ["TRANSFORMERS_VERBOSITY"] = "error" if quiet else "info"
     if "huggingface_hub" in sys.modules:
-        from huggingface_hub import disable_progress_bars, enable_progress_bars
+        from huggingface_hub.utils import disable_progress_bars, enable_progress_bars  # type: ignore[attr-defined]
 
         (disable_progress_bars if quiet else enable_progress_bars)()
     if "transformers" in sys.modules:

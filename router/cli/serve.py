@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +13,13 @@ import typer
 
 from policies import load_policy
 from router.cli._common import configure_logging, reports_errors
+
+
+class LogFormat(str, Enum):
+    """How log lines look."""
+
+    text = "text"
+    json = "json"
 
 
 class LogLevel(str, Enum):
@@ -40,13 +49,24 @@ def serve_command(
             help="Redis for API keys, rate limits and budgets shared by workers (default: per process).",
         ),
     ] = None,
-    access_log: Annotated[bool, typer.Option(help="Log one line per request (costs throughput).")] = False,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            help="Log one line per request (costs throughput); chat requests get a `router.access` line with "
+            "request id, key, tier, rule, strategy, samples, tokens, cost and latency.",
+        ),
+    ] = False,
     log_level: Annotated[LogLevel, typer.Option(help="Log level.")] = LogLevel.info,
+    log_format: Annotated[
+        LogFormat, typer.Option(envvar="ROUTER_LOG_FORMAT", help="text, or json: one JSON object per line.")
+    ] = LogFormat.text,
 ) -> None:
-    """Serve /v1/chat/completions (plain and streamed), /v1/models, /metrics, /v1/feedback and /healthz."""
+    """Serve /v1/chat/completions (plain and streamed), /v1/models, /metrics, /v1/feedback, /healthz, /livez and /readyz."""
     import uvicorn
 
     from router.server import ServerSettings, create_app
+    from router.server.logs import log_config
+    from router.server.readiness import READY_DIR_ENV, WORKERS_ENV
 
     configure_logging(verbose=log_level is LogLevel.debug)
     load_policy(config)  # a bad file stops here with its problems listed, before any model loads
@@ -54,8 +74,20 @@ def serve_command(
     os.environ["ROUTER_CONFIG"] = str(config)
     if redis_url:
         os.environ["REDIS_URL"] = redis_url
-    options = {"host": host, "port": port, "log_level": log_level.value, "access_log": access_log}
+    logging = log_config(log_format.value, level=log_level.value, access_log=access_log)
+    options = {"host": host, "port": port, "log_level": log_level.value, "access_log": access_log, "log_config": logging}
     if workers == 1:
         uvicorn.run(create_app(ServerSettings(config=config)), **options)  # type: ignore[arg-type]
-    else:
+        return
+    # Several workers share a private folder: their readiness markers (/readyz is 200 only when all
+    # are ready) and, unless the operator chose one, prometheus_client's multiprocess files (/metrics
+    # then sums every worker). The folder goes when the server stops.
+    shared = Path(tempfile.mkdtemp(prefix="router-serve-"))
+    os.environ[READY_DIR_ENV], os.environ[WORKERS_ENV] = str(shared), str(workers)
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        (shared / "metrics").mkdir()
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared / "metrics")
+    try:
         uvicorn.run("router.server:app_from_environment", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)

@@ -6,6 +6,7 @@ file fails `router serve` at once); models load after start-up, in the backgroun
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -67,4 +68,9 @@ def create_app(
 
 def app_from_environment() -> FastAPI:
     """Factory for `uvicorn --factory` and worker processes: settings from ROUTER_* variables."""
+    # tqdm (inside sentence-transformers' encode) otherwise makes a multiprocessing lock, which in
+    # a spawned worker is a named semaphore that outlives it: "leaked semaphore objects" at shutdown.
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
     return create_app(ServerSettings())

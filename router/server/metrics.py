@@ -58,11 +58,18 @@ class RouterMetrics:
             "router_routing_events", "Fallbacks and escalations between tiers.", ["kind", "source", "target"],
             registry=registry,
         )
-        self.policy = Gauge("router_policy_info", "The live policy version (value 1).", ["version"], registry=registry)
-        self.ready = Gauge("router_ready", "1 once models are loaded and requests are served.", registry=registry)
+        # Gauges in multiprocess mode: summed (or maxed) over the living workers, not one series per pid.
+        self.policy = Gauge(
+            "router_policy_info", "The live policy version (value 1).", ["version"], registry=registry,
+            multiprocess_mode="livemax",
+        )
+        self.ready = Gauge(
+            "router_ready", "Worker processes with their models loaded, serving requests (1 with one process).",
+            registry=registry, multiprocess_mode="livesum",
+        )
         self.ledger = Gauge(
             "router_ledger", "Ledger counters: recorded, queued, dropped (buffer overflow), outages...", ["stat"],
-            registry=registry,
+            registry=registry, multiprocess_mode="livesum",
         )
         self.redis_failures = Counter(
             "router_redis_failures",
@@ -116,6 +123,14 @@ class RouterMetrics:
         """Publish the ledger's own counters (a write lost to a full buffer shows here as `dropped`)."""
         for name, value in stats.items():
             self.ledger.labels(name).set(value)
+
+    @staticmethod
+    def process_exited() -> None:
+        """In multiprocess mode, drop this process's live gauges (a worker that stops)."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
     def exposition(self) -> bytes:
         """The text format, all workers' metrics when in multiprocess mode."""

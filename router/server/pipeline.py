@@ -34,6 +34,7 @@ from router.server.requests import ChatRequest
 from router.server.runtime import Runtime
 
 logger = logging.getLogger(__name__)
+access_log = logging.getLogger("router.access")  # `router serve --access-log` (router.server.logs)
 
 T = TypeVar("T")
 CLIENT_CLOSED = 499  # nginx's code for "client closed request"; nobody reads it, metrics do
@@ -225,6 +226,16 @@ class ChatPipeline:
             metrics.latency.labels(tier).observe(elapsed)
             called = sum(call.latency_s for call in outcome.calls)
             metrics.overhead.observe(max(0.0, elapsed - called))
+        if access_log.isEnabledFor(logging.INFO):
+            calls = outcome.calls if isinstance(outcome, ExecutionResult) else ()
+            access_log.info("chat request", extra={"fields": {
+                "request_id": entry.request_id, "key": entry.key_tag, "app": entry.app,
+                "model": plan.chat.model, "tier": tier, "rule": entry.rule, "strategy": entry.strategy,
+                "samples": sum(call.n_returned for call in calls), "calls": len(calls),
+                "difficulty": entry.difficulty, "input_tokens": entry.input_tokens,
+                "output_tokens": entry.output_tokens, "cost_usd": entry.cost_usd,
+                "latency_s": round(elapsed, 4), "status": status, "http_status": http_status,
+            }})
         if plan.budgeted:
             await runtime.limiter.settle(plan.principal.name, entry.cost_usd - plan.reserved_usd)
         await runtime.ledger.record(entry)

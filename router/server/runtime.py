@@ -29,6 +29,7 @@ from router.ratelimit import Limiter, LocalLimiter, RedisLimiter
 from router.redis_guard import RedisGuard
 from router.server.metrics import RouterMetrics
 from router.server.scoring import ClassifierLoader, ScorerPool
+from router.server.readiness import WorkerReadiness
 from router.server.settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ class Runtime:
         self.live = build_live_loop(lambda: self.store.policy, None, settings.redis_prefix)
         self.state = "starting"
         self.failure: str | None = None
+        self.readiness = WorkerReadiness.from_environment()  # every worker's, for /readyz
         self._loading: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._gc_before: tuple[int, int, int] | None = None
@@ -157,6 +159,7 @@ class Runtime:
         self.state = "ready"
         self.metrics.ready.set(1)
         logger.info("ready in %.1f s (policy %s)", time.perf_counter() - started, self.store.policy.version)
+        self.readiness.mark_ready()
 
     def _load_blocking(self) -> None:
         if not self.settings.preload:
@@ -196,6 +199,9 @@ class Runtime:
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
         self.store.stop()
+        self.readiness.clear()
+        self.metrics.ready.set(0)
+        self.metrics.process_exited()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=5)
         await self.scorers.aclose()

@@ -1,4 +1,9 @@
-"""GET (or HEAD) /healthz: 200 once models are loaded and requests are served, 503 before (or after a failed start)."""
+"""Health probes (GET or HEAD).
+
+/healthz: this process, 200 once its models are loaded, with the Redis state (as before).
+/livez: the process answers at all (liveness: restart on failure).
+/readyz: the whole server is ready: every worker of `router serve --workers N` (readiness: send traffic).
+"""
 
 from __future__ import annotations
 
@@ -33,3 +38,35 @@ async def health(request: Request) -> Response:
     if runtime.failure is not None:
         body["detail"] = runtime.failure
     return Response(dumps(body), status_code=200 if runtime.state == "ready" else 503, media_type="application/json")
+
+
+@router.head("/livez", include_in_schema=False)
+@router.get("/livez")
+async def live(request: Request) -> Response:
+    """Liveness: the process answers (restart it when this fails); says nothing about models."""
+    return Response(dumps({"status": "alive"}), media_type="application/json")
+
+
+@router.head("/readyz", include_in_schema=False)
+@router.get("/readyz")
+async def ready(request: Request) -> Response:
+    """Readiness of the whole server: 200 only when every worker has its models and policy loaded.
+
+    With `router serve --workers N` a connection may land on any worker, so one worker that is
+    ready is not enough (router.server.readiness); send traffic after this turns 200.
+    """
+    runtime: Runtime = request.app.state.runtime
+    readiness = runtime.readiness
+    workers = readiness.ready_workers()
+    ok = runtime.state == "ready" and readiness.all_ready()
+    body: dict[str, object] = {
+        "status": "ready" if ok else ("failed" if runtime.state == "failed" else "starting"),
+        "worker": runtime.state,
+        "workers_ready": workers,
+        "workers": readiness.workers,
+        "policy_version": runtime.store.policy.version,
+    }
+    if runtime.failure is not None:
+        body["detail"] = runtime.failure
+    headers = None if ok else {"retry-after": "2"}
+    return Response(dumps(body), status_code=200 if ok else 503, media_type="application/json", headers=headers)
