@@ -28,8 +28,8 @@ from router.live.loop import build_live_loop
 from router.ratelimit import Limiter, LocalLimiter, RedisLimiter
 from router.redis_guard import RedisGuard
 from router.server.metrics import RouterMetrics
-from router.server.scoring import ClassifierLoader, ScorerPool
 from router.server.readiness import WorkerReadiness
+from router.server.scoring import ClassifierLoader, ScorerPool
 from router.server.settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -86,8 +86,8 @@ class Runtime:
         self.metrics.track_policy_reloads(store.stats)
         self.live = build_live_loop(lambda: self.store.policy, None, settings.redis_prefix)
         self.state = "starting"
-        self.failure: str | None = None
         self.readiness = WorkerReadiness.from_environment()  # every worker's, for /readyz
+        self.failure: str | None = None
         self._loading: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._gc_before: tuple[int, int, int] | None = None
@@ -158,8 +158,8 @@ class Runtime:
         gc.callbacks.append(self._time_gc)
         self.state = "ready"
         self.metrics.ready.set(1)
-        logger.info("ready in %.1f s (policy %s)", time.perf_counter() - started, self.store.policy.version)
         self.readiness.mark_ready()
+        logger.info("ready in %.1f s (policy %s)", time.perf_counter() - started, self.store.policy.version)
 
     def _load_blocking(self) -> None:
         if not self.settings.preload:
