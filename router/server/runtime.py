@@ -198,10 +198,10 @@ class Runtime:
         """Stop the watcher, finish background writes, release models and connections."""
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
-        self.store.stop()
         self.readiness.clear()
         self.metrics.ready.set(0)
         self.metrics.process_exited()
+        self.store.stop()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=5)
         await self.scorers.aclose()
