@@ -30,6 +30,7 @@ class _Request:
     aggs: list[str]
     cost_nusd: int
     expires_at: float
+    key_tag: str = ""  # the key that made the request: feedback with an owner must come from it
     score_e6: int | None = None
 
 
@@ -70,9 +71,9 @@ class MemoryLedger:
         else:
             self._apply_record(entry.request_id, call)
 
-    async def feedback(self, request_id: str, score: float) -> bool:
+    async def feedback(self, request_id: str, score: float, *, owner: str | None = None) -> bool:
         """Set a request's verdict; False when the request is unknown or evicted."""
-        return self.feedback_sync(request_id, score)
+        return self.feedback_sync(request_id, score, owner=owner)
 
     async def flush(self, timeout_s: float = 5.0) -> bool:
         """Nothing is ever queued in memory."""
@@ -98,7 +99,7 @@ class MemoryLedger:
             self._counters["duplicates"] += 1
             return False
         record_json, maxlen, ttl_s, expire_at, n_all, n_day = call.args[:6]
-        increments = call.args[11:]
+        increments = call.args[12:]
         aggs = call.keys[5 : 5 + int(n_all) + int(n_day)]
         for index, key in enumerate(aggs):
             if index >= int(n_all):
@@ -108,7 +109,7 @@ class MemoryLedger:
             counts = self._aggregates.setdefault(key, Counts())
             for name, amount in zip(increments[::2], increments[1::2], strict=True):
                 setattr(counts, str(name), getattr(counts, str(name)) + int(amount))
-        self._requests[request_id] = _Request(list(aggs), int(call.args[9]), now + float(ttl_s))
+        self._requests[request_id] = _Request(list(aggs), int(call.args[9]), now + float(ttl_s), str(call.args[11]))
         self._records.append((request_id, str(record_json)))
         for dimension, value in zip(("tier", "policy", "app"), call.args[6:9], strict=True):
             self._dims[dimension].add(str(value))
@@ -120,11 +121,18 @@ class MemoryLedger:
         self._counters["recorded"] += 1
         return True
 
-    def feedback_sync(self, request_id: str, score: float) -> bool:
-        """Apply the feedback call: first verdict counts graded; a later one replaces it."""
+    def feedback_sync(self, request_id: str, score: float, *, owner: str | None = None) -> bool:
+        """Apply the feedback call: first verdict counts graded; a later one replaces it.
+
+        With `owner`, a request another key made is refused as unknown, as the Redis script does.
+        """
         new = int(feedback_call(request_id, score, self._keys, self.config).args[0])
         request = self._requests.get(request_id)
-        if request is None or request.expires_at <= self._clock():
+        if (
+            request is None
+            or request.expires_at <= self._clock()
+            or (owner is not None and request.key_tag != owner)
+        ):
             self._counters["feedback_unknown"] += 1
             return False
         for key in request.aggs:

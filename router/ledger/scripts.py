@@ -26,10 +26,11 @@ DAY_S = 86_400
 
 # KEYS: stream, request hash, dims:tier, dims:policy, dims:app, then n_all all-time aggregates
 # and n_day daily aggregates. ARGV: record JSON, stream maxlen, request TTL (s), daily EXPIREAT,
-# n_all, n_day, tier, policy, app, cost (nano-USD), UTC day, then counter name/increment pairs.
+# n_all, n_day, tier, policy, app, cost (nano-USD), UTC day, key tag, then counter name/increment pairs.
 # Returns 1 when written, 0 when the request id was already recorded (a retried flush).
-# The request hash keeps only what feedback needs to find the same aggregates again (small:
-# there is one per request for record_ttl_days).
+# The request hash keeps only what feedback needs to find the same aggregates again, and the key
+# tag that made the request, whose verdict alone the proxy accepts (small: there is one per
+# request for record_ttl_days).
 RECORD_LUA = """
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'r', ARGV[1])
@@ -37,12 +38,13 @@ local n_all = tonumber(ARGV[5])
 local last = 5 + n_all + tonumber(ARGV[6])
 for i = 6, last do
   local key = KEYS[i]
-  for j = 12, #ARGV, 2 do
+  for j = 13, #ARGV, 2 do
     redis.call('HINCRBY', key, ARGV[j], ARGV[j + 1])
   end
   if i > 5 + n_all then redis.call('EXPIREAT', key, ARGV[4]) end
 end
 redis.call('HSET', KEYS[2], 't', ARGV[7], 'p', ARGV[8], 'a', ARGV[9], 'c', ARGV[10], 'd', ARGV[11])
+if ARGV[12] ~= '' then redis.call('HSET', KEYS[2], 'k', ARGV[12]) end
 redis.call('EXPIRE', KEYS[2], ARGV[3])
 redis.call('SADD', KEYS[3], ARGV[7])
 redis.call('SADD', KEYS[4], ARGV[8])
@@ -51,7 +53,8 @@ return 1
 """
 
 # KEYS: the request hash, the stream. ARGV: score in millionths, key prefix, request id, stream maxlen,
-# verdict source, the source's rank (0 strongest, see VERDICT_SOURCES).
+# verdict source, the source's rank (0 strongest, see VERDICT_SOURCES), and the key tag that must have
+# made the request ('' or absent: any; a request of another key is answered as unknown).
 # Returns 0 for an unknown (or expired) request, 1 for a first verdict, 2 for a replaced one, 3 for
 # a verdict kept in the stream only, because the request already has one from a stronger source
 # (a judge never overrides the app's own feedback; a request without a stored rank was graded
@@ -62,8 +65,9 @@ return 1
 # alone gives every record with its latest verdict, however old. The aggregate key names are
 # rebuilt here exactly as keys.py builds them (tests/ledger check that they agree).
 FEEDBACK_LUA = """
-local h = redis.call('HMGET', KEYS[1], 't', 'p', 'a', 'd', 'c', 'v', 'vr')
+local h = redis.call('HMGET', KEYS[1], 't', 'p', 'a', 'd', 'c', 'v', 'vr', 'k')
 if not h[1] then return 0 end
+if ARGV[7] and ARGV[7] ~= '' and h[8] ~= ARGV[7] then return 0 end
 if h[6] and tonumber(h[7] or '0') < tonumber(ARGV[6]) then
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'v', ARGV[3], 's', ARGV[1], 'src', ARGV[5])
   return 3
@@ -157,6 +161,7 @@ def record_call(entry: LedgerEntry, keys: LedgerKeys, config: LedgerConfig, apps
             app,
             cost,
             day,
+            entry.key_tag or "",
             *counters,
         ],
     )
@@ -181,12 +186,20 @@ def check_score(score: float) -> float:
 
 
 def feedback_call(
-    request_id: str, score: float, keys: LedgerKeys, config: LedgerConfig, source: str = "feedback"
+    request_id: str,
+    score: float,
+    keys: LedgerKeys,
+    config: LedgerConfig,
+    source: str = "feedback",
+    owner: str | None = None,
 ) -> Call:
-    """The feedback script's call: set this request's verdict, replacing any earlier one of no stronger source."""
+    """The feedback script's call: set this request's verdict, replacing any earlier one of no stronger source.
+
+    With `owner`, only a request recorded with that key tag is graded; any other counts as unknown.
+    """
     return Call(
         "feedback",
         [keys.request(request_id), keys.stream],
         [score_units(check_score(score)), keys.prefix, request_id, config.stream_maxlen, source,
-         source_rank(source)],
+         source_rank(source), owner or ""],
     )

@@ -54,14 +54,21 @@ def parse_feedback(body: object) -> Feedback:
 
 @router.post("/v1/feedback")
 async def feedback(request: Request) -> Response:
-    """Record the verdict with the ledger; 404 when the request id is unknown (or expired)."""
+    """Record the verdict with the ledger; 404 when the request id is unknown, expired, or another key's.
+
+    Only the key that made a request may grade it, or a key flagged `admin: true` in
+    `server.api_keys` (or in its Redis record). Another key's request is answered like an unknown
+    one, so that request ids cannot be probed. A proxy without keys has no owners to check.
+    """
     runtime: Runtime = request.app.state.runtime
-    await runtime.auth.authenticate(authorization_of(request.headers), runtime.store.policy.config.server)
+    server = runtime.store.policy.config.server
+    principal = await runtime.auth.authenticate(authorization_of(request.headers), server)
     verdict = parse_feedback(await read_json(request, FEEDBACK_BODY_LIMIT))
-    if not await runtime.ledger.feedback(verdict.request_id, verdict.value):
+    owner = None if principal.admin or not runtime.auth.required(server) else principal.name
+    if not await runtime.ledger.feedback(verdict.request_id, verdict.value, owner=owner):
         raise HTTPException(
-            404, f"No request with id {verdict.request_id!r} is in the ledger (it may have expired); check the id "
-            "from the x-router-request-id header."
+            404, f"No request with id {verdict.request_id!r} made with this API key is in the ledger (it may have "
+            "expired); check the id from the x-router-request-id header, and grade with the key that made the request."
         )
     return Response(
         dumps({"request_id": verdict.request_id, "score": verdict.value, "recorded": True}),
