@@ -10,6 +10,8 @@ them.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -236,3 +238,28 @@ class Strategy(BaseModel):
         recorder = Recorder(self.answer_type)
         sample = (await recorder.draw(backend, call.messages, call.params))[0]
         return recorder.single(self.type, sample)
+
+    async def answers(
+        self, backend: Backend, messages: Sequence[Message], params: GenerationParams, n: int
+    ) -> tuple[StrategyResult, ...]:
+        """`n` independent answers (a client's `n`), each this strategy's, every call accounted once.
+
+        A one-call strategy asks its call for n completions (the prompt is paid once); any other
+        runs n times side by side. The first result carries the calls of the one-call case.
+        """
+        call = self.one_call(messages, params)
+        if n == 1 or call is None:
+            runs = await asyncio.gather(*(self.run(backend, messages, params) for _ in range(n)), return_exceptions=True)
+            failures = [run for run in runs if isinstance(run, BaseException)]
+            if failures:
+                error = failures[0]
+                if isinstance(error, BackendError):  # the runs that finished were paid for
+                    done = [call for run in runs if isinstance(run, StrategyResult) for call in run.calls]
+                    error.spent_calls = (*done, *error.spent_calls)
+                raise error
+            return tuple(run for run in runs if isinstance(run, StrategyResult))
+        recorder = Recorder(self.answer_type)
+        samples = await recorder.draw(backend, call.messages, call.params.replace(n=n))
+        first = recorder.single(self.type, samples[0])
+        rest = (dataclasses.replace(first, text=s.text, answer=s.answer, samples=(s,), calls=()) for s in samples[1:])
+        return (first, *rest)

@@ -2,6 +2,7 @@
 
 from router.execution.executor import (
     BackendProvider,
+    Choice,
     ExecutionResult,
     Executor,
     LiveStream,
@@ -13,6 +14,7 @@ from router.execution.providers import DefaultBackends, passthrough_allowed
 
 __all__ = [
     "BackendProvider",
+    "Choice",
     "DefaultBackends",
     "ExecutionResult",
     "Executor",

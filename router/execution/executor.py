@@ -67,6 +67,7 @@ class RequestOptions:
     top_p: float | None = None
     stop: tuple[str, ...] = ()
     reasoning_effort: ReasoningEffort | None = None
+    n: int = 1  # answers the client wants, each produced by the target's strategy
     forwarded: Mapping[str, Any] = field(default_factory=dict)
     sent: Mapping[str, Any] = field(default_factory=dict)
     images: bool = False
@@ -120,6 +121,15 @@ SINGLE_SAMPLE_FIELDS = ("tools", "response_format")
 
 
 @dataclass(frozen=True, slots=True)
+class Choice:
+    """One answer the client gets."""
+
+    text: str
+    finish_reason: str
+    tool_calls: tuple[Mapping[str, Any], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ExecutionResult(CallTotals):
     """The final answer and everything spent on it."""
 
@@ -132,6 +142,12 @@ class ExecutionResult(CallTotals):
     stages: tuple[str, ...] = ()
     failed: tuple[str, ...] = ()  # attempts that raised before the answering one
     tool_calls: tuple[Mapping[str, Any], ...] | None = None
+    more: tuple[Choice, ...] = ()  # the client's other answers when it asked for n > 1
+
+    @property
+    def choices(self) -> tuple[Choice, ...]:
+        """Every answer, in the order the client gets them."""
+        return (Choice(self.text, self.finish_reason, self.tool_calls), *self.more)
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -230,7 +246,7 @@ class Executor:
         for index, name in enumerate(attempts):
             try:
                 target = await self._target(policy, name, options, decision.upstream_model)
-                live = await self._open(target, messages) if stream else None
+                live = await self._open(target, messages, options) if stream else None
                 result: ExecutionResult | LiveStream = live or await self._run(policy, target, messages, options)
             except BackendError as error:
                 errors.append(f"{self._label(name)}: {error}")
@@ -282,10 +298,10 @@ class Executor:
             strategy.prepare(params, tier_max_tokens=tier.max_tokens), policy.escalation(name), label,
         )
 
-    async def _open(self, target: Target, messages: Sequence[Message]) -> LiveStream | None:
+    async def _open(self, target: Target, messages: Sequence[Message], options: RequestOptions) -> LiveStream | None:
         """Start streaming the target's one call, or None when its strategy or backend cannot stream."""
         call = target.strategy.one_call(messages, target.params)
-        if call is None or not isinstance(target.backend, StreamingBackend):
+        if call is None or options.n > 1 or not isinstance(target.backend, StreamingBackend):
             return None
         pieces = aiter(target.backend.stream(call.messages, call.params))
         try:
@@ -299,6 +315,8 @@ class Executor:
     ) -> ExecutionResult:
         """Run the target's strategy, then its escalation steps in file order, each whose condition holds."""
         tier, strategy = target.tier, target.strategy
+        if options.n > 1:
+            return await self._run_n(target, messages, options.n)
         result: StrategyResult = await strategy.run(target.backend, messages, target.params)
         calls = _staged(result.calls, tier)
         stages = [tier]
@@ -339,4 +357,24 @@ class Executor:
             confidence=result.confidence,
             stages=tuple(stages),
             tool_calls=result.tool_calls,
+        )
+
+    async def _run_n(self, target: Target, messages: Sequence[Message], n: int) -> ExecutionResult:
+        """The client's `n` answers, each the target strategy's (no escalation: each stands on its own)."""
+        try:
+            results = await target.strategy.answers(target.backend, messages, target.params, n)
+        except BackendError as error:
+            error.spent_calls = _staged(spent_calls(error), target.tier)
+            raise
+        first = results[0]
+        return ExecutionResult(
+            text=first.text,
+            finish_reason=first.finish_reason,
+            tier=target.tier,
+            strategy=target.strategy_label,
+            calls=_staged([call for result in results for call in result.calls], target.tier),
+            confidence=first.confidence,
+            stages=(target.tier,),
+            tool_calls=first.tool_calls,
+            more=tuple(Choice(r.text, r.finish_reason, r.tool_calls) for r in results[1:]),
         )

@@ -65,6 +65,9 @@ TOOL_CHOICES = ("none", "auto", "required")
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 MAX_STOP = 4
 MAX_METADATA = 16
+MAX_N = 16  # a client's n multiplies the tier's own samples: bounded
+MAX_METADATA_KEY = 64  # OpenAI's limits on metadata
+MAX_METADATA_VALUE = 512
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,10 +198,11 @@ def parse_chat_request(body: Any, *, max_tokens_limit: int, max_messages: int) -
             )
         include_usage = _bool(stream_options, "include_usage", False, "stream_options.include_usage")
     n = _int(present, "n", 1, 1)
-    if n != 1:
+    if n is None or n > MAX_N:
         raise InvalidRequest(
-            "n: only 1 is supported; the router decides how many samples to draw. Send separate requests instead.",
-            param="n", code="unsupported_value",
+            f"n: at most {MAX_N} answers per request here (each is a full answer of the tier's strategy); "
+            "send several requests for more.",
+            param="n", code="invalid_value",
         )
     forwarded = _forwarded(present)
     effort = present.get("reasoning_effort")
@@ -216,6 +220,7 @@ def parse_chat_request(body: Any, *, max_tokens_limit: int, max_messages: int) -
             top_p=_number(present, "top_p", 0.0, 1.0, closed_low=False),
             stop=_stop(present.get("stop")),
             reasoning_effort=effort,
+            n=n,
             forwarded=forwarded,
             sent={key: value for key, value in body.items() if key not in OWNED},
             images=images,
@@ -497,10 +502,14 @@ def _metadata(value: Any) -> dict[str, str]:
     if (
         not isinstance(value, dict)
         or len(value) > MAX_METADATA
-        or any(not isinstance(k, str) or not isinstance(v, str) for k, v in value.items())
+        or any(
+            not isinstance(k, str) or not isinstance(v, str) or len(k) > MAX_METADATA_KEY or len(v) > MAX_METADATA_VALUE
+            for k, v in value.items()
+        )
     ):
         raise InvalidRequest(
-            f"metadata: must be an object of at most {MAX_METADATA} string keys and string values.",
+            f"metadata: must be an object of at most {MAX_METADATA} string keys (up to {MAX_METADATA_KEY} "
+            f"characters) and string values (up to {MAX_METADATA_VALUE} characters), as OpenAI's API takes.",
             param="metadata", code="invalid_value",
         )
     return dict(value)

@@ -29,15 +29,20 @@ def usage_body(input_tokens: int, output_tokens: int) -> dict[str, int]:
 ToolCalls = Sequence[Mapping[str, Any]]
 
 
-def completion_body(
-    completion_id: str, model: str, text: str, finish_reason: str, input_tokens: int, output_tokens: int,
-    fingerprint: str, tool_calls: ToolCalls | None = None,
-) -> bytes:
-    """A whole `chat.completion` object; an answer that only calls tools has `content: null`."""
+def message_body(text: str, tool_calls: ToolCalls | None) -> dict[str, Any]:
+    """An assistant message; an answer that only calls tools has `content: null`."""
     message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
     if tool_calls:
         message["tool_calls"] = [dict(call) for call in tool_calls]
         message["content"] = text or None
+    return message
+
+
+def completion_body(
+    completion_id: str, model: str, choices: Sequence[tuple[str, str, ToolCalls | None]],
+    input_tokens: int, output_tokens: int, fingerprint: str,
+) -> bytes:
+    """A whole `chat.completion` object; `choices` are (text, finish_reason, tool_calls), index order."""
     return dumps(
         {
             "id": completion_id,
@@ -46,12 +51,8 @@ def completion_body(
             "model": model,
             "system_fingerprint": fingerprint,
             "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": finish_reason,
-                }
+                {"index": index, "message": message_body(text, calls), "logprobs": None, "finish_reason": finish}
+                for index, (text, finish, calls) in enumerate(choices)
             ],
             "usage": usage_body(input_tokens, output_tokens),
         }
@@ -73,22 +74,24 @@ class ChunkWriter:
     def _event(self, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         return b"data: " + dumps({**self._head, "choices": choices, **extra}) + b"\n\n"
 
-    def role(self) -> bytes:
-        """The first chunk: the assistant role and empty content."""
-        return self._event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}])
+    def role(self, choice: int = 0) -> bytes:
+        """The first chunk of a choice: the assistant role and empty content."""
+        return self._delta(choice, {"role": "assistant", "content": ""})
 
-    def text(self, piece: str) -> bytes:
+    def text(self, piece: str, choice: int = 0) -> bytes:
         """A content delta."""
-        return self._event([{"index": 0, "delta": {"content": piece}, "logprobs": None, "finish_reason": None}])
+        return self._delta(choice, {"content": piece})
 
-    def tool_calls(self, calls: ToolCalls) -> bytes:
+    def tool_calls(self, calls: ToolCalls, choice: int = 0) -> bytes:
         """The answer's tool calls, each whole in one delta (clients join deltas by `index`)."""
-        deltas = [{"index": index, **call} for index, call in enumerate(calls)]
-        return self._event([{"index": 0, "delta": {"tool_calls": deltas}, "logprobs": None, "finish_reason": None}])
+        return self._delta(choice, {"tool_calls": [{"index": index, **call} for index, call in enumerate(calls)]})
 
-    def finish(self, reason: str) -> bytes:
+    def finish(self, reason: str, choice: int = 0) -> bytes:
         """The chunk carrying finish_reason."""
-        return self._event([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": reason}])
+        return self._event([{"index": choice, "delta": {}, "logprobs": None, "finish_reason": reason}])
+
+    def _delta(self, choice: int, delta: dict[str, Any]) -> bytes:
+        return self._event([{"index": choice, "delta": delta, "logprobs": None, "finish_reason": None}])
 
     def usage(self, input_tokens: int, output_tokens: int) -> bytes:
         """The final usage chunk (stream_options.include_usage)."""

@@ -74,8 +74,9 @@ async def chat_completions(request: Request, runtime: RuntimeDep, policy: Policy
     fingerprint = f"router-{plan.policy.version}"
     return Response(
         completion_body(
-            f"chatcmpl-{request_id}", _model(outcome, plan), outcome.text, outcome.finish_reason,
-            outcome.input_tokens, outcome.output_tokens, fingerprint, outcome.tool_calls,
+            f"chatcmpl-{request_id}", _model(outcome, plan),
+            [(choice.text, choice.finish_reason, choice.tool_calls) for choice in outcome.choices],
+            outcome.input_tokens, outcome.output_tokens, fingerprint,
         ),
         media_type="application/json",
         headers=_headers(plan, outcome.tier, outcome.strategy, outcome.cost_usd),
@@ -111,12 +112,13 @@ async def _stream(request: Request, pipeline: ChatPipeline, account: RequestAcco
 
 
 async def _replay(writer: ChunkWriter, result: ExecutionResult, include_usage: bool) -> AsyncIterator[bytes]:
-    yield writer.role()
-    for piece in pieces(result.text):
-        yield writer.text(piece)
-    if result.tool_calls:
-        yield writer.tool_calls(result.tool_calls)
-    yield writer.finish(result.finish_reason)
+    for index, choice in enumerate(result.choices):
+        yield writer.role(index)
+        for piece in pieces(choice.text):
+            yield writer.text(piece, index)
+        if choice.tool_calls:
+            yield writer.tool_calls(choice.tool_calls, index)
+        yield writer.finish(choice.finish_reason, index)
     if include_usage:
         yield writer.usage(result.input_tokens, result.output_tokens)
     yield DONE
