@@ -12,9 +12,10 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
@@ -32,11 +33,68 @@ REDIS_KEYS_HASH = "api-keys"
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: a key's name (a tag for ledger and metrics, never the key) and its own rate."""
+    """Who is calling: a key's name (a tag for ledger and metrics, never the key) and its own limits."""
 
     name: str
     requests_per_minute: int | None = None
     admin: bool = False  # may grade any request on /v1/feedback
+    tags: tuple[tuple[str, str], ...] = ()  # e.g. app, team: request metadata a client cannot override
+    daily_budget_usd: float | None = None  # replaces budgets.per_key_daily_usd for this key
+    tokens_per_minute: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """What Redis holds for one key (`router keys`), as JSON under the key's sha256 in `<prefix>api-keys`.
+
+    Records written before tags, budgets, token limits and expiry existed read back with none of them.
+    """
+
+    name: str
+    requests_per_minute: int | None = None
+    admin: bool = False
+    tags: tuple[tuple[str, str], ...] = ()
+    daily_budget_usd: float | None = None
+    tokens_per_minute: int | None = None
+    expires_at: float | None = None  # unix seconds; refused from then on
+    created_at: float | None = None
+
+    def to_json(self) -> str:
+        """The stored form."""
+        return json.dumps({
+            "name": self.name, "requests_per_minute": self.requests_per_minute, "admin": self.admin,
+            "tags": dict(self.tags), "daily_budget_usd": self.daily_budget_usd,
+            "tokens_per_minute": self.tokens_per_minute, "expires_at": self.expires_at, "created_at": self.created_at,
+        })
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> KeyRecord:
+        """Read a stored record; ValueError, KeyError or TypeError when it is malformed."""
+        data = json.loads(raw)
+
+        def number(field: str, kind: type[int] | type[float]) -> Any:
+            value = data.get(field)
+            return None if value is None else kind(value)
+
+        tags = data.get("tags") or {}
+        if not isinstance(tags, dict):
+            raise TypeError("tags must be an object")
+        return cls(
+            name=str(data["name"]), requests_per_minute=number("requests_per_minute", int),
+            admin=data.get("admin") is True, tags=tuple(sorted((str(k), str(v)) for k, v in tags.items())),
+            daily_budget_usd=number("daily_budget_usd", float), tokens_per_minute=number("tokens_per_minute", int),
+            expires_at=number("expires_at", float), created_at=number("created_at", float),
+        )
+
+    def expired(self, now: float | None = None) -> bool:
+        """Whether the key is past its expiry."""
+        return self.expires_at is not None and (time.time() if now is None else now) >= self.expires_at
+
+    def principal(self) -> Principal:
+        """The caller this key makes."""
+        return Principal(
+            self.name, self.requests_per_minute, self.admin, self.tags, self.daily_budget_usd, self.tokens_per_minute
+        )
 
 
 ANONYMOUS = Principal("anonymous")
@@ -50,9 +108,9 @@ def key_digest(key: str) -> str:
 async def store_api_key(
     redis: Redis, prefix: str, key: str, *, name: str, requests_per_minute: int | None = None, admin: bool = False
 ) -> None:
-    """Register a key in Redis (needs `server.redis_api_keys: true` in router.yaml)."""
-    record = {"name": name, "requests_per_minute": requests_per_minute, "admin": admin}
-    await redis.hset(f"{prefix}{REDIS_KEYS_HASH}", key_digest(key), json.dumps(record))
+    """Register a key in Redis (needs `server.redis_api_keys: true` in router.yaml); `router keys` does more."""
+    record = KeyRecord(name, requests_per_minute, admin, created_at=time.time())
+    await redis.hset(f"{prefix}{REDIS_KEYS_HASH}", key_digest(key), record.to_json())
 
 
 
@@ -134,9 +192,13 @@ class Authenticator:
         if raw is None:
             return None
         try:
-            record = json.loads(raw)
-            rpm = record.get("requests_per_minute")
-            return Principal(str(record["name"]), int(rpm) if rpm is not None else None, record.get("admin") is True)
+            record = KeyRecord.from_json(raw)
         except (ValueError, KeyError, TypeError, AttributeError):
             logger.error("Redis API key %s... has a malformed record %r; it is refused.", digest[:8], raw)
             return None
+        if record.expired():
+            raise AuthenticationFailed(
+                f"This API key ('{record.name}') expired; ask the proxy's operator for a new one.",
+                code="expired_api_key",
+            )
+        return record.principal()

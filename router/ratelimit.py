@@ -97,6 +97,32 @@ class Limiter(Protocol):
         """Correct today's spend by `delta_usd` (actual minus reserved)."""
         ...
 
+    async def admit_tokens(self, principal: str, per_minute: int) -> None:
+        """Raise LimitExceeded when the key has used `per_minute` tokens this minute (a request's own
+        tokens are not known before it runs, so the request that crosses the limit still runs)."""
+        ...
+
+    async def count_tokens(self, principal: str, tokens: int) -> None:
+        """Add a finished request's tokens to this minute's count."""
+        ...
+
+
+TOKEN_WINDOW_TTL_S = 120
+
+
+def _minute() -> int:
+    return int(time.time() // 60)
+
+
+def _tokens_refusal(principal: str, per_minute: int, used: int) -> LimitExceeded:
+    wait = 60 - time.time() % 60
+    return LimitExceeded(
+        f"Token rate limit reached for key '{principal}': {used} of {per_minute} tokens per minute used; "
+        f"retry in {wait:.0f} s.",
+        code="rate_limit_exceeded",
+        retry_after_s=wait,
+    )
+
 
 def _today() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d")
@@ -172,6 +198,25 @@ class RedisLimiter:
             return
         await self._guard.best_effort("budget_settle", self._settle(self._spend_key(principal), delta_usd), self._config())
 
+    async def admit_tokens(self, principal: str, per_minute: int) -> None:
+        """This minute's tokens for the key, from Redis (failing open or closed per server.redis.on_error)."""
+        lookup = self._redis.get(f"{self._prefix}tpm:{principal}:{_minute()}")
+        used = await self._guard.per_policy("token_limit", lookup, self._config(), None)
+        if used is not None and int(used) >= per_minute:
+            raise _tokens_refusal(principal, per_minute, int(used))
+
+    async def count_tokens(self, principal: str, tokens: int) -> None:
+        """Add `tokens` to this minute's count (lost, logged and counted when Redis fails)."""
+        if tokens > 0:
+            key = f"{self._prefix}tpm:{principal}:{_minute()}"
+            await self._guard.best_effort("token_count", self._count(key, tokens), self._config())
+
+    async def _count(self, key: str, tokens: int) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.incrby(key, tokens)
+            pipe.expire(key, TOKEN_WINDOW_TTL_S)
+            await pipe.execute()
+
     async def _settle(self, key: str, delta_usd: float) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.incrbyfloat(key, delta_usd)
@@ -185,6 +230,7 @@ class LocalLimiter:
     def __init__(self) -> None:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._spend: dict[tuple[str, str], float] = {}
+        self._tokens: dict[str, tuple[int, int]] = {}  # key -> (minute, tokens)
 
     async def admit(self, principal: str, rate: Rate | None) -> float:
         """One token from the key's bucket; returns today's spend."""
@@ -214,3 +260,15 @@ class LocalLimiter:
         """Add the difference between actual and reserved cost."""
         key = (principal, _today())
         self._spend[key] = self._spend.get(key, 0.0) + delta_usd
+
+    async def admit_tokens(self, principal: str, per_minute: int) -> None:
+        """This minute's tokens for the key, in this process."""
+        minute, used = self._tokens.get(principal, (0, 0))
+        if minute == _minute() and used >= per_minute:
+            raise _tokens_refusal(principal, per_minute, used)
+
+    async def count_tokens(self, principal: str, tokens: int) -> None:
+        """Add `tokens` to this minute's count."""
+        minute, used = self._tokens.get(principal, (0, 0))
+        now = _minute()
+        self._tokens[principal] = (now, (used if minute == now else 0) + tokens)

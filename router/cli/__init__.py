@@ -13,6 +13,7 @@ import typer
 
 from router.cli.classifier import classifier_app
 from router.cli.eval import eval_command
+from router.cli.keys import keys_app
 from router.cli.policy import policy_app
 from router.cli.report import ledger_app, report_command
 from router.cli.serve import serve_command
@@ -56,6 +57,7 @@ def _root(
 app.add_typer(classifier_app, name="classifier")
 app.add_typer(policy_app, name="policy")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(keys_app, name="keys")
 app.command("report")(report_command)
 app.command("serve")(serve_command)
 app.command("eval")(eval_command)

@@ -166,6 +166,7 @@ class ChatPipeline:
         metadata.pop("key", None)
         if principal.name != "anonymous":
             metadata["key"] = principal.name
+        metadata.update(principal.tags)  # a key's tags (app, team) are its identity too
         model = chat.model
         route = model in ROUTER_MODELS or model in self._models_in_rules(policy)
         forced = not route and model in policy.tier_names
@@ -175,7 +176,11 @@ class ChatPipeline:
                 f"The model `{model}` does not exist on this router; use one of: {choices} "
                 "(or a model that server.passthrough.models in router.yaml allows)."
             )
-        daily = policy.config.budgets.per_key_daily_usd
+        daily = principal.daily_budget_usd  # the key's own budget, else router.yaml's per-key one
+        if daily is None:
+            daily = policy.config.budgets.per_key_daily_usd
+        if principal.tokens_per_minute:
+            await runtime.limiter.admit_tokens(principal.name, principal.tokens_per_minute)
         per_minute = principal.requests_per_minute or server.rate_limit.requests_per_minute
         rate = Rate(per_minute, server.rate_limit.burst or per_minute) if per_minute else None
         spent = await runtime.limiter.admit(principal.name, rate) if rate or daily else 0.0
@@ -236,6 +241,8 @@ class ChatPipeline:
                 "output_tokens": entry.output_tokens, "cost_usd": entry.cost_usd,
                 "latency_s": round(elapsed, 4), "status": status, "http_status": http_status,
             }})
+        if plan.principal.tokens_per_minute:
+            await runtime.limiter.count_tokens(plan.principal.name, entry.input_tokens + entry.output_tokens)
         if plan.budgeted:
             await runtime.limiter.settle(plan.principal.name, entry.cost_usd - plan.reserved_usd)
         await runtime.ledger.record(entry)
