@@ -39,7 +39,24 @@ def check_policy(config: PolicyFile) -> tuple[list[Problem], dict[str, TokenPric
             elif target in targets[:j]:
                 problems.append((("fallbacks", key, j), f"'{target}' is listed twice"))
     problems.extend(_check_server(config, known, missing, prices))
+    problems.extend(_check_live(config, known, missing))
     return problems, prices
+
+
+def _check_live(config: PolicyFile, known: set[str], missing: MissingTier) -> Iterator[Problem]:
+    judge = config.grading.judge_tier
+    if judge is not None and judge not in known:
+        yield missing(("grading", "judge_tier"), judge)
+    if config.grading.sample > 0 and judge is None:
+        yield ("grading", "judge_tier"), "grading.sample is above 0: name the tier that judges the answers"
+    for j, tier in enumerate(config.exploration.tiers or ()):
+        if tier not in known:
+            yield missing(("exploration", "tiers", j), tier)
+    if config.exploration.sample > 0 and not config.ledger.store_prompts:
+        yield ("ledger", "store_prompts"), (
+            "exploration gathers training rows, and training reads the prompts: set ledger.store_prompts: true "
+            "(kept for ledger.retention_days)"
+        )
 
 
 def _check_server(
