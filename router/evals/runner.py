@@ -24,6 +24,9 @@ from strategies import AnswerType, extract_answer, grade
 logger = logging.getLogger(__name__)
 
 POLICY_RUN = "policy"
+# Verdicts graded against a dataset's reference answers: their own source in the ledger, never mixed
+# with the app's feedback (router.ledger.entry.VERDICT_SOURCES).
+REFERENCE_SOURCE = "reference"
 
 
 def tier_run(tier: str) -> str:
@@ -118,7 +121,7 @@ async def run_eval(
             if ledger is not None:  # failures too: the calls paid before them cost money
                 await ledger.record(entry)
                 if row.error is None:
-                    await ledger.feedback(entry.request_id, 1.0 if row.correct else 0.0)
+                    await ledger.feedback(entry.request_id, 1.0 if row.correct else 0.0, source=REFERENCE_SOURCE)
             if on_row is not None:
                 on_row(row)
 

@@ -27,9 +27,12 @@ class Ledger(Protocol):
     def record_nowait(self, entry: LedgerEntry) -> None:
         """Queue a record for the background writer; call from inside the event loop."""
 
-    async def feedback(self, request_id: str, score: float, *, owner: str | None = None) -> bool:
-        """Set a verdict in [0, 1], replacing an earlier one; False for an unknown request id, or one
-        that another key than `owner` made (None: any key's)."""
+    async def feedback(
+        self, request_id: str, score: float, *, owner: str | None = None, source: str = "feedback"
+    ) -> bool:
+        """Set a verdict in [0, 1] of `source` (VERDICT_SOURCES: `feedback` from the app, `reference`
+        from `router eval`...), replacing an earlier one of no stronger source; False for an unknown
+        request id, or one that another key than `owner` made (None: any key's)."""
 
     async def flush(self, timeout_s: float = 5.0) -> bool:
         """Wait (at most timeout_s) until queued writes are stored; True when none is left."""

@@ -13,7 +13,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from router.ledger.config import LedgerConfig
 from router.ledger.counts import MICRO, STAT_NAMES, Counts
@@ -31,7 +31,9 @@ class _Request:
     cost_nusd: int
     expires_at: float
     key_tag: str = ""  # the key that made the request: feedback with an owner must come from it
-    score_e6: int | None = None
+    score_e6: int | None = None  # the strongest source's latest verdict: what the aggregates count
+    rank: int = 0  # that source's rank (0 strongest)
+    verdicts: dict[str, int] = field(default_factory=dict)  # every source's latest verdict, in millionths
 
 
 class MemoryLedger:
@@ -71,9 +73,11 @@ class MemoryLedger:
         else:
             self._apply_record(entry.request_id, call)
 
-    async def feedback(self, request_id: str, score: float, *, owner: str | None = None) -> bool:
-        """Set a request's verdict; False when the request is unknown or evicted."""
-        return self.feedback_sync(request_id, score, owner=owner)
+    async def feedback(
+        self, request_id: str, score: float, *, owner: str | None = None, source: str = "feedback"
+    ) -> bool:
+        """Set a request's verdict of `source`; False when the request is unknown or evicted."""
+        return self.feedback_sync(request_id, score, owner=owner, source=source)
 
     async def flush(self, timeout_s: float = 5.0) -> bool:
         """Nothing is ever queued in memory."""
@@ -121,12 +125,17 @@ class MemoryLedger:
         self._counters["recorded"] += 1
         return True
 
-    def feedback_sync(self, request_id: str, score: float, *, owner: str | None = None) -> bool:
-        """Apply the feedback call: first verdict counts graded; a later one replaces it.
+    def feedback_sync(
+        self, request_id: str, score: float, *, owner: str | None = None, source: str = "feedback"
+    ) -> bool:
+        """Apply the feedback call: first verdict counts graded; a later one of no stronger source replaces it.
 
-        With `owner`, a request another key made is refused as unknown, as the Redis script does.
+        With `owner`, a request another key made is refused as unknown, as the Redis script does. A
+        verdict of a weaker source than the request's current one is kept beside it (in `records()`'
+        verdicts) and leaves the aggregates alone, as in Redis.
         """
-        new = int(feedback_call(request_id, score, self._keys, self.config).args[0])
+        call = feedback_call(request_id, score, self._keys, self.config, source)
+        new, rank = int(call.args[0]), int(call.args[5])
         request = self._requests.get(request_id)
         if (
             request is None
@@ -135,6 +144,10 @@ class MemoryLedger:
         ):
             self._counters["feedback_unknown"] += 1
             return False
+        request.verdicts[source] = new
+        if request.score_e6 is not None and request.rank < rank:
+            self._counters["feedback"] += 1
+            return True
         for key in request.aggs:
             counts = self._aggregates.get(key)
             if counts is None:
@@ -145,7 +158,7 @@ class MemoryLedger:
                 counts.correct_e6 += new
             else:
                 counts.correct_e6 += new - request.score_e6
-        request.score_e6 = new
+        request.score_e6, request.rank = new, rank
         self._counters["feedback"] += 1
         return True
 
@@ -158,8 +171,8 @@ class MemoryLedger:
                 continue
             request = self._requests.get(request_id)
             score = None if request is None or request.score_e6 is None else request.score_e6 / MICRO
-            # The embedded store takes only the app's feedback (the worker needs Redis).
-            out.append(StoredRecord(entry, score, {} if score is None else {"feedback": score}))
+            verdicts = {} if request is None else {src: units / MICRO for src, units in request.verdicts.items()}
+            out.append(StoredRecord(entry, score, verdicts))
         return out
 
     def aggregates(self, dimension: Dimension | None, days: Sequence[str] | None = None) -> dict[str, Counts]:

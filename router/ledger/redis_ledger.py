@@ -113,15 +113,18 @@ class RedisLedger:
         if call is not None:
             self._enqueue(call)
 
-    async def feedback(self, request_id: str, score: float, *, owner: str | None = None) -> bool:
-        """Set a request's verdict in [0, 1] (a second verdict replaces the first).
+    async def feedback(
+        self, request_id: str, score: float, *, owner: str | None = None, source: str = "feedback"
+    ) -> bool:
+        """Set a request's verdict of `source` in [0, 1] (a second one replaces the first, unless the
+        request has a verdict of a stronger source: then it is kept beside it, see VERDICT_SOURCES).
 
         False when the ledger holds no such request (unknown, or older than record_ttl_days), or,
         with `owner`, when another key made it. During an outage the verdict is queued and True is
         returned; an unknown id (or another key's) is then counted in `stats()["feedback_unknown"]`
         when the queue is flushed, and changes nothing.
         """
-        result = await self._submit(feedback_call(request_id, score, self._keys, self.config, owner=owner))
+        result = await self._submit(feedback_call(request_id, score, self._keys, self.config, source, owner))
         return result is None or result != 0
 
     async def flush(self, timeout_s: float = 5.0) -> bool:

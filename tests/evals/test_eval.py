@@ -225,6 +225,8 @@ def test_graded_answers_go_to_the_ledger_and_export_back(
     assert len(stored) == len(rows) == 6
     assert {s.entry.rule for s in stored} == {"forced"}
     assert sorted(s.score for s in stored) == [0.0, 0.0, 1.0, 1.0, 1.0, 1.0]
+    # Graded against the dataset's answers: source `reference`, never the app's `feedback`.
+    assert all(set(s.verdicts) == {"reference"} and s.verdicts["reference"] == s.score for s in stored)
     assert all(s.entry.prompt and s.entry.app == "questions" for s in stored)
     exported = tmp_path / "export.jsonl"
     result = CliRunner().invoke(
@@ -234,6 +236,27 @@ def test_graded_answers_go_to_the_ledger_and_export_back(
     assert result.exit_code == 0, result.output
     outcomes = [json.loads(line) for line in exported.read_text().splitlines()]
     assert len(outcomes) == 3 and all(set(o["outcomes"]) == {"fast", "deep"} for o in outcomes)
+
+
+def test_app_feedback_outranks_an_eval_reference_in_the_aggregates(
+    dataset: Path, tmp_path: Path, ledger_config: LedgerConfig
+) -> None:
+    """An app's own verdict on an eval-recorded request replaces the reference in the aggregates;
+    a later reference never takes it back; both stay readable by source."""
+    rows = _run_into_ledger(
+        ledger_config, parse_policy(_policy_text()), _fast_wrong_deep_right(), load_questions(dataset)[:1],
+        [tier_run("deep")], {}, tmp_path / "out.jsonl",
+    )
+    with closing(open_sync_ledger(ledger_config)) as reader:
+        (stored,) = reader.records()
+        assert rows[0].correct and stored.verdicts == {"reference": 1.0}
+        request_id = stored.entry.request_id
+        assert reader.feedback(request_id, 0.0, source="feedback") is True
+        assert reader.feedback(request_id, 1.0, source="reference") is True  # kept beside, not counted
+        (stored,) = reader.records()
+        total = reader.aggregates(None)[""]
+    assert stored.score == 0.0 and stored.verdicts == {"feedback": 0.0, "reference": 1.0}
+    assert (total.graded, total.correct) == (1, 0.0)
 
 
 def test_a_failed_question_accounts_the_calls_it_paid_for(

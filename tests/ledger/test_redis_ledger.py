@@ -264,6 +264,33 @@ def test_embedded_store_has_the_same_numbers_as_redis(config: LedgerConfig) -> N
     assert memory.records(since=now - 3600) == redis_ledger.records(since=now - 3600)
 
 
+def test_embedded_store_ranks_verdict_sources_as_redis_does(config: LedgerConfig) -> None:
+    """feedback > reference > judge > agreement in both stores: a weaker source never moves the
+    aggregates of a request a stronger one graded, and every source's latest verdict is read back."""
+    entries = [make_entry(i, tier=["fast", "deep"][i % 2]) for i in range(6)]
+    verdicts = [
+        ("req-0", 1.0, "judge"), ("req-0", 0.0, "feedback"), ("req-0", 1.0, "judge"),  # the app's stays
+        ("req-1", 0.0, "agreement"), ("req-1", 1.0, "reference"),  # a stronger one replaces
+        ("req-2", 1.0, "reference"), ("req-2", 0.0, "reference"),  # same source: replaced
+        ("req-3", 0.5, "judge"), ("nope", 1.0, "judge"),
+    ]
+    memory = MemoryLedger(config)
+    redis_ledger = SyncRedisLedger(config)
+    for entry in entries:
+        assert memory.record_sync(entry) == redis_ledger.record(entry)
+    for request_id, score, source in verdicts:
+        assert memory.feedback_sync(request_id, score, source=source) == redis_ledger.feedback(request_id, score, source)
+    for dimension in (None, "tier"):
+        assert memory.aggregates(dimension) == redis_ledger.aggregates(dimension)
+    assert memory.records() == redis_ledger.records()
+    by_id = {r.entry.request_id: r for r in memory.records()}
+    assert (by_id["req-0"].score, by_id["req-0"].verdicts) == (0.0, {"feedback": 0.0, "judge": 1.0})
+    assert (by_id["req-1"].score, by_id["req-1"].verdicts) == (1.0, {"reference": 1.0, "agreement": 0.0})
+    assert (by_id["req-2"].score, by_id["req-2"].verdicts) == (0.0, {"reference": 0.0})
+    total = memory.aggregates(None)[""]
+    assert (total.graded, total.correct) == (4, 1.5)
+
+
 def test_a_malformed_entry_is_counted_never_raised(config: LedgerConfig, caplog: pytest.LogCaptureFixture) -> None:
     bad = make_entry(1, timestamp=float("nan"))
 
