@@ -1,6 +1,9 @@
-"""Text encoders: the `TextEncoder` protocol and its sentence-transformers implementation.
+"""Text encoders: the `TextEncoder` protocol, and `make_encoder` to build one from a name.
 
 The classifier receives an encoder rather than building one, so tests can pass a deterministic one.
+Two implementations: the ONNX encoder (classifiers.onnx_encoder; onnxruntime, no torch), which the
+shipped classifier and the proxy use, and sentence-transformers (the `train` extra: torch), for
+any hub model or folder.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 from classifiers.embedding_cache import EmbeddingCache
+from classifiers.shipped import SHIPPED_ENCODER, shipped_path
 from core.errors import EmbeddingError
 from core.hub import hub_reachable
 
@@ -22,8 +26,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-_PACKAGED_ALIASES = {DEFAULT_EMBEDDING_MODEL, "all-MiniLM-L6-v2"}
+# The shipped ONNX export of all-MiniLM-L6-v2 with int8 weights (data/encoders/minilm-l6-int8/).
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2-onnx-int8"
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+_PACKAGED_ALIASES = {MINILM, "all-MiniLM-L6-v2"}
 
 
 @runtime_checkable
@@ -35,6 +41,42 @@ class TextEncoder(Protocol):
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Return an array of shape (len(texts), dim)."""
         ...
+
+
+def make_encoder(
+    name: str | None = None,
+    *,
+    cache: EmbeddingCache | None = None,
+    threads: int | None = None,
+    show_progress: bool = False,
+) -> TextEncoder:
+    """The encoder called `name`: the shipped ONNX one (default), an exported ONNX folder, or a
+    sentence-transformers model name or folder (needs the `train` extra).
+
+    `threads` sets the ONNX encoder's intra-op threads (None: onnxruntime's default, every core).
+    """
+    from classifiers.onnx_encoder import OnnxEncoder, is_onnx_encoder_folder
+
+    name = name or DEFAULT_EMBEDDING_MODEL
+    if name == DEFAULT_EMBEDDING_MODEL:
+        folder = shipped_path(SHIPPED_ENCODER)
+        if not is_onnx_encoder_folder(folder):
+            raise EmbeddingError(
+                f"The shipped encoder {name} is missing from {folder}; reinstall difficulty-router, "
+                "or re-export it with `python data/encoders/export.py`."
+            )
+        return OnnxEncoder(folder, threads=threads, cache=cache, show_progress=show_progress)
+    if is_onnx_encoder_folder(Path(name)):
+        return OnnxEncoder(name, threads=threads, cache=cache, show_progress=show_progress)
+    try:
+        import sentence_transformers  # noqa: F401 - only to know whether the train extra is installed
+    except ImportError as error:
+        raise EmbeddingError(
+            f"The embedding model {name!r} needs sentence-transformers and torch: "
+            "pip install 'difficulty-router[train]', or use the shipped ONNX encoder "
+            f"({DEFAULT_EMBEDDING_MODEL})."
+        ) from error
+    return SentenceTransformerEncoder(name, cache=cache, show_progress=show_progress)
 
 
 def packaged_minilm_path() -> Path | None:
@@ -80,7 +122,7 @@ class SentenceTransformerEncoder:
 
     def __init__(
         self,
-        model_name: str = DEFAULT_EMBEDDING_MODEL,
+        model_name: str = MINILM,
         *,
         cache: EmbeddingCache | None = None,
         batch_size: int = 64,

@@ -68,7 +68,7 @@ SkipOption = Annotated[
 ]
 EmbeddingOption = Annotated[
     str | None,
-    typer.Option("--embedding-model", help="sentence-transformers model name or folder (default: the artifact's, or all-MiniLM-L6-v2)."),
+    typer.Option("--embedding-model", help="Encoder: the shipped all-MiniLM-L6-v2-onnx-int8 (default, or the artifact's), an exported ONNX folder, or a sentence-transformers name or folder (train extra)."),
 ]
 NoCacheOption = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the on-disk embedding cache.")]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")]
@@ -76,11 +76,9 @@ VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug 
 
 def _encoder(name: str | None, no_cache: bool) -> Any:
     from classifiers.embedding_cache import EmbeddingCache
-    from classifiers.encoders import DEFAULT_EMBEDDING_MODEL, SentenceTransformerEncoder
+    from classifiers.encoders import make_encoder
 
-    return SentenceTransformerEncoder(
-        name or DEFAULT_EMBEDDING_MODEL, cache=None if no_cache else EmbeddingCache(), show_progress=True
-    )
+    return make_encoder(name, cache=None if no_cache else EmbeddingCache(), show_progress=True)
 
 
 def _fmt(value: float | None) -> str:

@@ -396,11 +396,11 @@ def _outcome_records(path: Path) -> list[OutcomeRecord]:
 
 def _classifier_scores(policy: Policy, texts: Sequence[str]) -> tuple[NDArray[np.float64], str]:
     """Difficulties from the classifier the policy names (none named: the shipped default)."""
-    from classifiers import load_classifier  # here, not at the top: loads torch
+    from classifiers.loading import load_policy_classifier  # here, not at the top: loads onnxruntime
 
     configure_logging()
     path = policy.classifier_path
-    classifier = load_classifier(path, embedding_model=policy.config.classifier.embedding_model)
+    classifier = load_policy_classifier(policy)
     score = policy.config.classifier.score
     scores = np.asarray(classifier.predict_score(list(texts), score), dtype=np.float64)
     return scores, f"classifier {path or 'default (data/classifier)'} ({score})"

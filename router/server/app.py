@@ -20,7 +20,7 @@ from router.server.middleware import RequestIdMiddleware
 from router.server.pipeline import ChatPipeline
 from router.server.routes import chat, feedback, health, metrics, models, policy
 from router.server.runtime import Runtime
-from router.server.scoring import ClassifierLoader, load_policy_classifier
+from router.server.scoring import ClassifierLoader, default_classifier_loader
 from router.server.settings import ServerSettings
 
 
@@ -39,7 +39,7 @@ def create_app(
         store,
         backends if backends is not None else DefaultBackends(direct_http=settings.direct_http),
         ledger if ledger is not None else open_ledger(settings.ledger_config(store.policy.config.ledger)),
-        classifier_loader if classifier_loader is not None else load_policy_classifier,
+        classifier_loader if classifier_loader is not None else default_classifier_loader,
     )
 
     @asynccontextmanager

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import sys
 import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -164,15 +165,15 @@ class Runtime:
     def _load_blocking(self) -> None:
         if not self.settings.preload:
             return
-        if self.settings.torch_threads is not None:
-            import torch
-
-            # With more threads than idle cores, OpenMP workers spin against the event loop: one
-            # MiniLM call then takes 500 ms instead of 15 ms on a busy 2-core machine.
-            torch.set_num_threads(self.settings.torch_threads)
         policy = self.store.policy
         self.scorers.load(policy)
         self.backends.preload(policy)
+        # torch is loaded only by local models or a sentence-transformers classifier, never for the
+        # shipped ONNX one. With more threads than idle cores, OpenMP workers spin against the event
+        # loop: one MiniLM call then takes 500 ms instead of 15 ms on a busy 2-core machine.
+        torch = sys.modules.get("torch")
+        if self.settings.torch_threads is not None and torch is not None:
+            torch.set_num_threads(self.settings.torch_threads)
 
     async def wait_ready(self, timeout_s: float | None = None) -> bool:
         """Wait for loading to end; True when ready."""

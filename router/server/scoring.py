@@ -1,16 +1,21 @@
-"""Difficulty scores for the proxy: the embedding runs in one worker thread, in micro-batches.
+"""Difficulty scores for the proxy: a bounded score cache, then one worker thread in micro-batches.
 
-Requests that arrive while a batch is being embedded wait and go together into the next one, so
-under load the classifier makes one call per batch instead of one per request, and the event
-loop never runs torch. One thread, because torch already spreads one call over the cores.
+A prompt scored before (templated traffic, retries) is answered from an LRU cache on the event
+loop, in microseconds. Otherwise the request joins the pending list and the worker takes it at
+once: a lone request never waits for a timer or for company. Requests that arrive while a batch
+is being scored go together into the next one, so under load the classifier makes one call per
+batch, and the event loop never runs the encoder. One thread: onnxruntime releases the GIL, so
+the encoder uses one core while the event loop keeps the other.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +26,11 @@ import numpy as np
 from policies.policy import Policy
 
 logger = logging.getLogger(__name__)
+
+# One intra-op thread for the proxy's encoder: on a 2-core machine the event loop needs the other
+# core, and a second onnxruntime thread spinning against it costs more than it gains (bench/proxy).
+ENCODER_THREADS = 1
+SCORE_CACHE_SIZE = 16_384  # entries of ~150 bytes (digest, kind, float): a few MB at most
 
 
 class Scorer(Protocol):
@@ -35,20 +45,68 @@ ClassifierLoader = Callable[[Path | None, str | None], Scorer]
 _Pending = tuple[str, str, "asyncio.Future[float]"]
 
 
-def load_policy_classifier(path: Path | None, embedding_model: str | None) -> Scorer:
-    """The default loader: the policy's classifier artifact with its embedding model."""
-    from classifiers import load_classifier
+def default_classifier_loader(path: Path | None, embedding_model: str | None) -> Scorer:
+    """The default loader: the policy's classifier artifact, its encoder on one thread."""
+    from classifiers.loading import load_classifier
 
-    classifier: Scorer = load_classifier(path, embedding_model=embedding_model)
+    classifier: Scorer = load_classifier(path, embedding_model=embedding_model, threads=ENCODER_THREADS)
     return classifier
 
 
-class BatchScorer:
-    """Scores texts with one classifier, batching concurrent requests into one call."""
+class ScoreCache:
+    """The last `size` scores, by (score kind, SHA-256 of the text); texts themselves are not kept."""
 
-    def __init__(self, classifier: Scorer, *, max_batch: int = 32, observe: Callable[[int, float], None] | None = None) -> None:
+    def __init__(self, size: int = SCORE_CACHE_SIZE) -> None:
+        self.size = size
+        self.hits = 0
+        self.misses = 0
+        self._scores: OrderedDict[tuple[str, bytes], float] = OrderedDict()
+
+    @staticmethod
+    def key(kind: str, text: str) -> tuple[str, bytes]:
+        """The cache key of one text: a digest bounds memory whatever the prompt's length."""
+        return kind, hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+    def get(self, key: tuple[str, bytes]) -> float | None:
+        """The cached score, or None; a hit becomes the most recent entry."""
+        value = self._scores.get(key)
+        if value is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._scores.move_to_end(key)
+        return value
+
+    def put(self, key: tuple[str, bytes], value: float) -> None:
+        """Remember a score, forgetting the least recently used beyond `size`."""
+        if self.size <= 0:
+            return
+        self._scores[key] = value
+        self._scores.move_to_end(key)
+        while len(self._scores) > self.size:
+            self._scores.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._scores)
+
+
+class BatchScorer:
+    """Scores texts with one classifier: cache first, then batches of concurrent requests in one call.
+
+    The cache is touched only on the event loop's thread, so it needs no lock.
+    """
+
+    def __init__(
+        self,
+        classifier: Scorer,
+        *,
+        max_batch: int = 32,
+        cache_size: int = SCORE_CACHE_SIZE,
+        observe: Callable[[int, float], None] | None = None,
+    ) -> None:
         self.classifier = classifier
         self.max_batch = max_batch
+        self.cache = ScoreCache(cache_size)
         self._observe = observe or (lambda size, seconds: None)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier")
         self._pending: list[_Pending] = []
@@ -56,11 +114,15 @@ class BatchScorer:
         self._wake: asyncio.Event | None = None
 
     def warm(self) -> None:
-        """Run one prediction now (blocking): the first torch call is slow."""
+        """Run one prediction now (blocking): the first call loads the encoder's session."""
         self.classifier.predict_score(["warm-up"], "difficulty")
 
     async def score(self, text: str, kind: str) -> float:
-        """The score of one text; waits for the next batch."""
+        """The score of one text: from the cache, else from the next batch."""
+        key = ScoreCache.key(kind, text)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
         loop = asyncio.get_running_loop()
         if self._worker is None or self._worker.done() or self._wake is None:
             self._wake = asyncio.Event()
@@ -68,7 +130,9 @@ class BatchScorer:
         future: asyncio.Future[float] = loop.create_future()
         self._pending.append((text, kind, future))
         self._wake.set()
-        return await future
+        value = await future
+        self.cache.put(key, value)
+        return value
 
     async def _work(self, wake: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -80,20 +144,20 @@ class BatchScorer:
                 batch = [item for item in batch if not item[2].done()]  # callers that gave up
                 for kind in dict.fromkeys(item[1] for item in batch):
                     group = [item for item in batch if item[1] == kind]
+                    texts = list(dict.fromkeys(item[0] for item in group))  # the same prompt twice: score it once
                     started = time.perf_counter()
                     try:
-                        scores = await loop.run_in_executor(
-                            self._executor, self.classifier.predict_score, [item[0] for item in group], kind
-                        )
+                        scores = await loop.run_in_executor(self._executor, self.classifier.predict_score, texts, kind)
                     except Exception as error:  # noqa: BLE001 - handed to every waiting request, not swallowed
                         for _, _, future in group:
                             if not future.done():
                                 future.set_exception(error)
                         continue
-                    self._observe(len(group), time.perf_counter() - started)
-                    for (_, _, future), value in zip(group, scores, strict=True):
+                    self._observe(len(texts), time.perf_counter() - started)
+                    by_text = dict(zip(texts, (float(value) for value in scores), strict=True))
+                    for text, _, future in group:
                         if not future.done():
-                            future.set_result(float(value))
+                            future.set_result(by_text[text])
 
     async def aclose(self) -> None:
         """Stop the worker and its thread."""
@@ -106,10 +170,18 @@ class BatchScorer:
 class ScorerPool:
     """One BatchScorer per classifier a policy names; a hot reload that names another loads it once."""
 
-    def __init__(self, loader: ClassifierLoader, *, max_batch: int, observe: Callable[[int, float], None]) -> None:
+    def __init__(
+        self,
+        loader: ClassifierLoader,
+        *,
+        max_batch: int,
+        observe: Callable[[int, float], None],
+        cache_size: int = SCORE_CACHE_SIZE,
+    ) -> None:
         self._loader = loader
         self._max_batch = max_batch
         self._observe = observe
+        self._cache_size = cache_size
         self._scorers: dict[tuple[Path | None, str | None], BatchScorer] = {}
         self._lock = threading.Lock()
 
@@ -120,7 +192,9 @@ class ScorerPool:
             scorer = self._scorers.get(key)
             if scorer is None:
                 started = time.perf_counter()
-                scorer = BatchScorer(self._loader(*key), max_batch=self._max_batch, observe=self._observe)
+                scorer = BatchScorer(
+                    self._loader(*key), max_batch=self._max_batch, cache_size=self._cache_size, observe=self._observe
+                )
                 scorer.warm()
                 self._scorers[key] = scorer
                 logger.info("classifier %s loaded in %.1f s", key[0] or "(default)", time.perf_counter() - started)
@@ -133,6 +207,11 @@ class ScorerPool:
         if scorer is None:
             scorer = await asyncio.to_thread(self.load, policy)
         return await scorer.score(text, policy.config.classifier.score)
+
+    def cache_stats(self) -> tuple[int, int]:
+        """Score-cache hits and misses over every classifier."""
+        scorers = list(self._scorers.values())
+        return sum(s.cache.hits for s in scorers), sum(s.cache.misses for s in scorers)
 
     async def aclose(self) -> None:
         """Stop every scorer."""

@@ -1,14 +1,23 @@
-"""The real packaged MiniLM encoder and the on-disk embedding cache."""
+"""The real encoders (the shipped ONNX one, the packaged MiniLM in torch) and the on-disk embedding cache."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from classifiers.embedding_cache import EmbeddingCache
-from classifiers.encoders import SentenceTransformerEncoder, load_sentence_transformer, packaged_minilm_path
+from classifiers.encoders import (
+    DEFAULT_EMBEDDING_MODEL,
+    SentenceTransformerEncoder,
+    load_sentence_transformer,
+    make_encoder,
+    packaged_minilm_path,
+)
+from classifiers.onnx_encoder import OnnxEncoder
+from classifiers.shipped import SHIPPED_ENCODER, shipped_path
 from core.errors import EmbeddingError
 
 
@@ -54,3 +63,75 @@ def test_hub_name_falls_back_to_packaged_copy_offline(caplog: pytest.LogCaptureF
 def test_unknown_model_offline_is_a_clear_error() -> None:
     with pytest.raises(EmbeddingError, match="hub cannot be reached"):
         load_sentence_transformer("nobody/no-such-model")
+
+
+# The shipped ONNX encoder (onnxruntime + tokenizers, no torch): what the proxy and the default classifier use.
+
+SENTENCES = [
+    "What is the capital of France?",
+    "Prove that there are infinitely many primes.",
+    "What is 17 times 23? Answer with the number only.",
+]
+
+
+@pytest.fixture(scope="module")
+def onnx_encoder() -> OnnxEncoder:
+    encoder = make_encoder(DEFAULT_EMBEDDING_MODEL, threads=1)
+    assert isinstance(encoder, OnnxEncoder)
+    return encoder
+
+
+def test_onnx_encoder_is_the_default_and_embeds_unit_vectors(onnx_encoder: OnnxEncoder) -> None:
+    vectors = onnx_encoder.encode(SENTENCES)
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    assert onnx_encoder.encode([]).shape == (0, 384)
+    similarity = vectors @ vectors.T
+    assert similarity[0, 1] < 0.5  # different questions are not the same vector
+
+
+def test_onnx_vector_of_a_text_does_not_depend_on_its_neighbours(onnx_encoder: OnnxEncoder) -> None:
+    alone = onnx_encoder.encode([SENTENCES[2]])
+    together = onnx_encoder.encode(["a much longer question " * 20, SENTENCES[2]])
+    np.testing.assert_array_equal(alone[0], together[1])
+
+
+def test_onnx_truncates_long_texts_as_sentence_transformers_does(onnx_encoder: OnnxEncoder) -> None:
+    long_text = "word " * 2_000
+    head = onnx_encoder.encode([long_text, "word " * 600])
+    assert head.shape == (2, 384)
+    np.testing.assert_allclose(head[0], head[1], atol=1e-6)  # both cut at 256 tokens
+
+
+def test_onnx_matches_sentence_transformers_minilm(
+    onnx_encoder: OnnxEncoder, minilm_encoder: SentenceTransformerEncoder
+) -> None:
+    cosine = (onnx_encoder.encode(SENTENCES) * minilm_encoder.encode(SENTENCES)).sum(axis=1)
+    assert cosine.min() > 0.95  # int8 weights: close to, not equal to, full precision
+
+
+def test_onnx_encoder_fills_and_reads_the_cache(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path / "e.sqlite")
+    encoder = make_encoder(cache=cache, threads=1)
+    first = encoder.encode(SENTENCES[:2])
+    assert cache.get_many(DEFAULT_EMBEDDING_MODEL, SENTENCES[:2])[1] is not None
+    np.testing.assert_array_equal(encoder.encode(SENTENCES[1::-1]), first[::-1])
+    cache.close()
+
+
+def test_exported_folder_is_an_encoder_name(tmp_path: Path) -> None:
+    folder = tmp_path / "enc"
+    shutil.copytree(shipped_path(SHIPPED_ENCODER), folder)
+    encoder = make_encoder(str(folder))
+    assert isinstance(encoder, OnnxEncoder) and encoder.name == DEFAULT_EMBEDDING_MODEL
+
+
+def test_broken_onnx_folder_is_a_clear_error(tmp_path: Path) -> None:
+    folder = tmp_path / "enc"
+    shutil.copytree(shipped_path(SHIPPED_ENCODER), folder)
+    (folder / "model.onnx").write_bytes(b"not a model")
+    with pytest.raises(EmbeddingError, match="Re-export it"):
+        OnnxEncoder(folder).encode(["x"])
+    (folder / "encoder.json").write_text("{}")
+    with pytest.raises(EmbeddingError, match="re-export the encoder"):
+        OnnxEncoder(folder)

@@ -1,0 +1,183 @@
+"""A sentence encoder served by onnxruntime and `tokenizers` alone: no torch at serving time.
+
+The shipped encoder (data/encoders/minilm-l6-int8/) is the packaged all-MiniLM-L6-v2 exported
+to ONNX with its mean pooling and L2 normalisation inside the graph, and with int8 weights (see
+data/encoders/export.py). A folder holds `model.onnx`, `tokenizer.json` and `encoder.json`:
+
+    {"name": "all-MiniLM-L6-v2-onnx-int8", "dim": 384, "max_tokens": 256, ...}
+
+Texts go through onnxruntime one per call by default. Dynamic int8 quantisation scales each
+call's activations by their own range, so a text padded into a batch gets a slightly different
+vector (cosine ~0.99) than alone; one text per call keeps a text's vector a function of the text,
+which the embedding cache and the classifier trained on these vectors rely on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from core.errors import EmbeddingError
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+    from classifiers.embedding_cache import EmbeddingCache
+
+ENCODER_FILE = "encoder.json"
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+@dataclass(frozen=True)
+class OnnxEncoderInfo:
+    """What `encoder.json` says about an exported encoder."""
+
+    name: str
+    dim: int
+    max_tokens: int
+
+
+def read_encoder_info(folder: Path) -> OnnxEncoderInfo:
+    """Parse `encoder.json` of an exported encoder folder."""
+    path = folder / ENCODER_FILE
+    try:
+        raw = json.loads(path.read_text())
+        return OnnxEncoderInfo(name=str(raw["name"]), dim=int(raw["dim"]), max_tokens=int(raw["max_tokens"]))
+    except FileNotFoundError as error:
+        raise EmbeddingError(
+            f"{folder} is not an exported encoder: {ENCODER_FILE} is missing. "
+            "Export one with `python data/encoders/export.py --out DIR`."
+        ) from error
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise EmbeddingError(f"{path} lacks or mistypes a field ({error}); re-export the encoder.") from error
+
+
+def is_onnx_encoder_folder(path: Path) -> bool:
+    """True when `path` is a folder written by the ONNX export."""
+    return (path / ENCODER_FILE).is_file()
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent per stage of encoding, summed over calls (for benchmarks)."""
+
+    tokenize: float = 0.0
+    encode: float = 0.0
+    texts: int = 0
+
+
+class OnnxEncoder:
+    """Embeds texts with an exported ONNX sentence encoder; L2-normalised float32 vectors."""
+
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        threads: int | None = None,
+        batch_size: int = 1,
+        cache: EmbeddingCache | None = None,
+        show_progress: bool = False,
+    ) -> None:
+        self.folder = Path(folder)
+        self.info = read_encoder_info(self.folder)
+        self.name = self.info.name
+        self.threads = threads
+        self.batch_size = batch_size
+        self.cache = cache
+        self.show_progress = show_progress
+        self.times = StageTimes()
+        self._session: Any = None
+        self._tokenizer: Tokenizer | None = None
+        self._load_lock = threading.Lock()
+
+    @property
+    def dim(self) -> int:
+        """Width of the vectors."""
+        return self.info.dim
+
+    def _load(self) -> tuple[Any, Tokenizer]:
+        with self._load_lock:
+            if self._session is None or self._tokenizer is None:
+                try:
+                    import onnxruntime
+                    from tokenizers import Tokenizer
+                except ImportError as error:
+                    raise EmbeddingError(
+                        f"The ONNX encoder needs onnxruntime and tokenizers ({error}); reinstall difficulty-router."
+                    ) from error
+                options = onnxruntime.SessionOptions()
+                if self.threads is not None:
+                    # With more threads than idle cores, workers spin against the proxy's event loop.
+                    options.intra_op_num_threads = self.threads
+                    options.inter_op_num_threads = 1
+                from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
+
+                for name in (MODEL_FILE, TOKENIZER_FILE):
+                    if not (self.folder / name).is_file():
+                        raise EmbeddingError(f"{self.folder / name} is missing; re-export the encoder or reinstall.")
+                try:
+                    self._session = onnxruntime.InferenceSession(
+                        str(self.folder / MODEL_FILE), options, providers=["CPUExecutionProvider"]
+                    )
+                except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail) as error:
+                    raise EmbeddingError(f"Cannot load {self.folder / MODEL_FILE}: {error}. Re-export it.") from error
+                tokenizer = Tokenizer.from_file(str(self.folder / TOKENIZER_FILE))
+                # As sentence-transformers does: cut at max_seq_length, pad to the longest in the call.
+                tokenizer.enable_truncation(self.info.max_tokens)
+                tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+                self._tokenizer = tokenizer
+            return self._session, self._tokenizer
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts, reading and filling the cache when one is set."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if self.cache is None:
+            return self._embed(texts)
+        cached = self.cache.get_many(self.name, texts)
+        missing = [i for i, vector in enumerate(cached) if vector is None]
+        if missing:
+            fresh = self._embed([texts[i] for i in missing])
+            self.cache.put_many(self.name, [texts[i] for i in missing], fresh)
+            for position, vector in zip(missing, fresh, strict=True):
+                cached[position] = vector
+        return np.stack([np.asarray(vector, dtype=np.float32) for vector in cached if vector is not None])
+
+    def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids and attention mask, padded to the longest text and cut at `max_tokens`."""
+        _, tokenizer = self._load()
+        encodings = tokenizer.encode_batch(list(texts))
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        return ids, np.array([e.attention_mask for e in encodings], dtype=np.int64)
+
+    def embed_tokens(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """The normalised vectors of tokenised texts: one onnxruntime call."""
+        session, _ = self._load()
+        return np.asarray(session.run(None, {"input_ids": ids, "attention_mask": mask})[0], dtype=np.float32)
+
+    def _embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        starts: Iterable[int] = range(0, len(texts), self.batch_size)
+        if self.show_progress and len(texts) > 256:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="embedding", unit="batch", total=math.ceil(len(texts) / self.batch_size))
+        for start in starts:
+            chunk = texts[start : start + self.batch_size]
+            began = time.perf_counter()
+            ids, mask = self.tokenize(chunk)
+            tokenized = time.perf_counter()
+            out[start : start + len(chunk)] = self.embed_tokens(ids, mask)
+            self.times.tokenize += tokenized - began
+            self.times.encode += time.perf_counter() - tokenized
+            self.times.texts += len(chunk)
+        return out
