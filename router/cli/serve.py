@@ -57,6 +57,14 @@ def serve_command(
         ),
     ] = False,
     log_level: Annotated[LogLevel, typer.Option(help="Log level.")] = LogLevel.info,
+    otel: Annotated[
+        bool,
+        typer.Option(
+            "--otel", envvar="ROUTER_OTEL",
+            help="OpenTelemetry traces over OTLP/HTTP, configured by the standard OTEL_* variables (on by itself "
+            "when OTEL_EXPORTER_OTLP_ENDPOINT is set); needs the `otel` extra.",
+        ),
+    ] = False,
     log_format: Annotated[
         LogFormat, typer.Option(envvar="ROUTER_LOG_FORMAT", help="text, or json: one JSON object per line.")
     ] = LogFormat.text,
@@ -66,6 +74,7 @@ def serve_command(
 
     from router.server import ServerSettings, create_app
     from router.server.logs import log_config
+    from router.tracing import configure_tracing
     from router.server.readiness import READY_DIR_ENV, WORKERS_ENV
 
     configure_logging(verbose=log_level is LogLevel.debug)
@@ -75,6 +84,9 @@ def serve_command(
     if redis_url:
         os.environ["REDIS_URL"] = redis_url
     logging = log_config(log_format.value, level=log_level.value, access_log=access_log)
+    if otel:
+        os.environ["ROUTER_OTEL"] = "1"  # worker processes read it (router.tracing)
+    configure_tracing()  # fails here, before models load, when the SDK is missing
     options = {"host": host, "port": port, "log_level": log_level.value, "access_log": access_log, "log_config": logging}
     if workers == 1:
         uvicorn.run(create_app(ServerSettings(config=config)), **options)  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ from core.llm import Backend, Completion, GenerationParams, Message, ReasoningEf
 from core.names import PASSTHROUGH
 from policies.policy import Decision, Policy
 from policies.schema import EscalationStep, Passthrough, Tier
+from router import tracing
 from strategies import CallRecord, CallTotals, Direct, Sampling, Strategy, StrategyResult
 
 logger = logging.getLogger(__name__)
@@ -282,10 +283,10 @@ class Executor:
             except ConfigError as error:
                 raise BackendUnavailable(f"cannot forward to {model}: {error}") from error
             params = options.passthrough_params(max_tokens=config.max_tokens, timeout_s=config.timeout_s)
-            return Target(PASSTHROUGH, model, backend, Direct(), params)
+            return Target(PASSTHROUGH, model, tracing.traced(backend, PASSTHROUGH, model), Direct(), params)
         tier = policy.tier(name)
         options.check(tier)
-        backend = await self.backends.for_tier(tier, policy.price(name))
+        backend = tracing.traced(await self.backends.for_tier(tier, policy.price(name)), name, tier.model)
         params = options.params(max_tokens=tier.max_tokens, timeout_s=tier.timeout_s)
         strategy: Strategy = tier.strategy
         label = ""

@@ -17,6 +17,7 @@ from router.execution import BackendProvider, DefaultBackends
 from router.server.errors import install_error_handlers
 from router.ledger import Ledger, open_ledger
 from router.server.middleware import RequestIdMiddleware
+from router.tracing import TracingMiddleware, configure_tracing
 from router.server.pipeline import ChatPipeline
 from router.server.routes import chat, feedback, health, metrics, models, policy
 from router.server.runtime import Runtime
@@ -60,6 +61,7 @@ def create_app(
     app.state.runtime = runtime
     app.state.pipeline = ChatPipeline(runtime)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(TracingMiddleware)  # outermost; passes straight through when tracing is off
     install_error_handlers(app, runtime.count_error)
     for module in (chat, models, metrics, feedback, policy, health):
         app.include_router(module.router)
@@ -73,4 +75,5 @@ def app_from_environment() -> FastAPI:
     from tqdm import tqdm
 
     tqdm.set_lock(threading.RLock())
+    configure_tracing()  # each worker exports its own spans (ROUTER_OTEL, OTEL_EXPORTER_OTLP_ENDPOINT)
     return create_app(ServerSettings())

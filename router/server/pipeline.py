@@ -24,6 +24,7 @@ from starlette.requests import Request
 
 from policies.policy import Decision, Policy
 from core.names import ROUTER_MODELS
+from router import tracing
 from router.auth import Principal
 from core.errors import LimitExceeded, ModelNotFound
 from router.execution import ExecutionResult, LiveStream, passthrough_allowed
@@ -186,10 +187,12 @@ class ChatPipeline:
         spent = await runtime.limiter.admit(principal.name, rate) if rate or daily else 0.0
         started = time.perf_counter()
         if route:
-            difficulty = await runtime.scorers.score(policy, chat.query)
+            with tracing.span("router.classify", {"router.batch_max": runtime.settings.classifier_batch}):
+                difficulty = await runtime.scorers.score(policy, chat.query)
             runtime.metrics.classifier_latency.observe(time.perf_counter() - started)
             runtime.metrics.difficulty.observe(difficulty)
-            decision = policy.decide(chat.conversation, difficulty, metadata, model)
+            with tracing.span("router.decide", {"router.difficulty": difficulty}):
+                decision = policy.decide(chat.conversation, difficulty, metadata, model)
         elif forced:
             decision = policy.forced(model, chat.conversation)
         else:
@@ -209,7 +212,10 @@ class ChatPipeline:
     async def execute(self, plan: ChatPlan, *, stream: bool) -> ExecutionResult | LiveStream:
         """Run the plan: to the end, or (with `stream`) live where the target can stream."""
         chat = plan.chat
-        return await self.runtime.executor.execute(plan.policy, plan.decision, chat.messages, chat.options, stream=stream)
+        with tracing.span("router.execute", {"router.tier": plan.decision.tier, "router.stream": stream}):
+            return await self.runtime.executor.execute(
+                plan.policy, plan.decision, chat.messages, chat.options, stream=stream
+            )
 
     async def account(
         self, plan: ChatPlan, outcome: ExecutionResult | BaseException | None, status: str, http_status: int
@@ -245,6 +251,11 @@ class ChatPipeline:
             await runtime.limiter.count_tokens(plan.principal.name, entry.input_tokens + entry.output_tokens)
         if plan.budgeted:
             await runtime.limiter.settle(plan.principal.name, entry.cost_usd - plan.reserved_usd)
-        await runtime.ledger.record(entry)
+        tracing.annotate({
+            "router.tier": tier, "router.rule": entry.rule, "router.strategy": entry.strategy,
+            "router.key": entry.key_tag, "router.cost_usd": entry.cost_usd, "router.status": status,
+        })
+        with tracing.span("router.ledger.record"):
+            await runtime.ledger.record(entry)
         if isinstance(outcome, ExecutionResult) and status == "ok":
             await runtime.live.after_request(entry, plan.chat.messages, outcome.text)
