@@ -153,6 +153,9 @@ class Recorder:
         except BackendError as error:
             error.spent_calls = (*self.calls, *error.spent_calls)  # earlier rounds were paid for
             raise
+        except asyncio.CancelledError as cancelled:  # the client left: earlier rounds were paid for all the same
+            cancelled.spent_calls = (*self.calls, *getattr(cancelled, "spent_calls", ()))  # type: ignore[attr-defined]
+            raise
         if not completions:
             raise BackendBadResponse("the backend returned no completions; the upstream answer is unusable.")
         self.calls.append(CallRecord.from_completions(completions, params.n))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import httpx
 import openai
 import pytest
 
-from router.backends import FakeBackend
+from router.backends import FakeBackend, TokenPrice
 from core.errors import BackendUnavailable
 from tests.server.conftest import StartProxy
 from tests.server.support import SlowBackend, fake_tiers
@@ -111,3 +112,30 @@ def test_upstream_timeout_is_a_504(start_proxy: StartProxy, upstream: tuple[Upst
     response = httpx.post(f"{proxy.api}/chat/completions", json={"model": "slow-model", "messages": HI}, timeout=10)
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "upstream_timeout"
+
+
+class _AnswersOnceThenHangs:
+    """One round of a vote at once, then the next round never comes: a client that gives up leaves it mid-vote."""
+
+    def __init__(self) -> None:
+        self.inner = FakeBackend(["Answer: 41", "Answer: 42", "Answer: 43"], model="fake-deep", price=TokenPrice(10.0, 20.0))
+        self.calls = 0
+
+    async def generate(self, messages, params):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if self.calls > 1:
+            await asyncio.sleep(30)
+        return await self.inner.generate(messages, params)
+
+
+def test_a_disconnect_mid_vote_still_accounts_the_rounds_already_paid(start_proxy: StartProxy, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.server.support import write_policy
+
+    path = write_policy(tmp_path / "router.yaml")
+    path.write_text(path.read_text().replace("n: 3, answer_type", "n: 6, round_size: 3, answer_type", 1))
+    proxy = start_proxy(policy=path, tiers=fake_tiers(deep=_AnswersOnceThenHangs()))
+    with httpx.Client(timeout=1.0) as http, pytest.raises(httpx.ReadTimeout):
+        http.post(f"{proxy.api}/chat/completions", json={"model": "deep", "messages": HI})
+    assert wait_for(lambda: any(e.status == "client_disconnected" for e in proxy.entries().values()))
+    entry = next(e for e in proxy.entries().values() if e.status == "client_disconnected")
+    assert entry.output_tokens == 6 and entry.cost_usd > 0  # the first round's three answers, two words each
