@@ -204,7 +204,11 @@ class TracingMiddleware:
         path = scope.get("path", "")
         name = "router.chat" if path.endswith("/chat/completions") else f"http {path}"
         attributes = {"http.request.method": scope.get("method", ""), "url.path": path}
-        with _tracer.start_as_current_span(name, attributes=attributes) as current:
+        from opentelemetry.propagate import extract
+
+        # A client's W3C traceparent makes this span its child (the same trace end to end).
+        carrier = {key.decode("latin-1"): value.decode("latin-1") for key, value in scope.get("headers", ())}
+        with _tracer.start_as_current_span(name, context=extract(carrier), attributes=attributes) as current:
 
             async def send_status(message: Any) -> None:
                 if message["type"] == "http.response.start":

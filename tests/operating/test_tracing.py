@@ -74,11 +74,28 @@ def test_a_routed_request_is_one_trace_with_a_span_per_step(exporter: InMemorySp
     for call in calls:
         assert ancestors(call)[:2] == ["router.execute", "router.chat"]
         assert call.attributes is not None and call.attributes["router.tier"] == "deep"
-    assert sum(int(c.attributes["llm.samples"]) for c in calls if c.attributes) == 3  # the vote's three samples
+
+    def total(attribute: str) -> int:
+        return sum(int(str((c.attributes or {})[attribute])) for c in calls)
+
+    assert total("llm.samples") == 3  # the vote's three samples
     entry = proxy.entries()[reply.headers["x-router-request-id"]]
-    assert sum(int(c.attributes["llm.usage.output_tokens"]) for c in calls if c.attributes) == entry.output_tokens
+    assert total("llm.usage.output_tokens") == entry.output_tokens
     for name in ("router.classify", "router.decide", "router.ledger.record"):
         assert ancestors(next(s for s in ours if s.name == name)) == ["router.chat"]
+
+
+def test_a_clients_traceparent_is_the_parent_of_the_request_span(
+    exporter: InMemorySpanExporter, start_proxy: StartProxy
+) -> None:
+    proxy = start_proxy()
+    trace_id, parent_id = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    reply = httpx.post(f"{proxy.api}/chat/completions", headers={"traceparent": f"00-{trace_id}-{parent_id}-01"},
+                       json={"model": "fast", "messages": [{"role": "user", "content": "hi"}]}, timeout=30)
+    assert reply.status_code == 200
+    root = next(s for s in _wait_for(exporter, "router.ledger.record") if s.name == "router.chat")
+    assert root.context is not None and root.parent is not None
+    assert f"{root.context.trace_id:032x}" == trace_id and f"{root.parent.span_id:016x}" == parent_id
 
 
 def test_a_failed_backend_call_is_an_error_span(exporter: InMemorySpanExporter, start_proxy: StartProxy) -> None:
