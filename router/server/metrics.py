@@ -15,6 +15,41 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 DIFFICULTY_BUCKETS = tuple(i / 10 for i in range(1, 11))
+COST_BUCKETS = (1e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0)
+APP_LABELS_MAX = 20
+
+
+class AppLabels:
+    """The `app` label of a request, from a bounded set: Prometheus keeps one series per label value.
+
+    With ROUTER_METRICS_APPS (comma-separated) only those names are kept; otherwise the first
+    APP_LABELS_MAX distinct apps this process sees. Everything else is `other`; no app is `none`.
+    """
+
+    def __init__(self, allowed: frozenset[str] | None = None, limit: int = APP_LABELS_MAX) -> None:
+        self.allowed = allowed
+        self.limit = limit
+        self._seen: set[str] = set()
+
+    @classmethod
+    def from_environment(cls) -> AppLabels:
+        """The allow-list in ROUTER_METRICS_APPS, or first-seen up to APP_LABELS_MAX."""
+        names = os.environ.get("ROUTER_METRICS_APPS", "")
+        allowed = frozenset(name.strip() for name in names.split(",") if name.strip())
+        return cls(allowed or None)
+
+    def label(self, app: str | None) -> str:
+        """The label value for `app`."""
+        if not app:
+            return "none"
+        if self.allowed is not None:
+            return app if app in self.allowed else "other"
+        if app in self._seen:
+            return app
+        if len(self._seen) < self.limit:
+            self._seen.add(app)
+            return app
+        return "other"
 
 
 class RouterMetrics:
@@ -33,6 +68,22 @@ class RouterMetrics:
             "router_tokens", "Tokens spent, sub-calls included.", ["tier", "kind"], registry=registry
         )
         self.cost = Counter("router_cost_usd", "USD spent, sub-calls included.", ["tier"], registry=registry)
+        self.app_cost = Counter(
+            "router_app_cost_usd",
+            "USD spent by tier and calling app (metadata.app or the key's app tag); apps beyond "
+            "ROUTER_METRICS_APPS (or the first 20 seen, when unset) count as `other`, none as `none`.",
+            ["tier", "app"], registry=registry,
+        )
+        self.request_cost = Histogram(
+            "router_request_cost_usd", "USD per request, sub-calls included.", ["tier"],
+            buckets=COST_BUCKETS, registry=registry,
+        )
+        self.first_token = Histogram(
+            "router_time_to_first_token_seconds",
+            "Streamed requests: time from the request to the first piece of the answer (classification included).",
+            ["tier"], buckets=LATENCY_BUCKETS, registry=registry,
+        )
+        self.apps = AppLabels.from_environment()
         self.latency = Histogram(
             "router_request_latency_seconds", "Time from request to full answer.", ["tier"],
             buckets=LATENCY_BUCKETS, registry=registry,

@@ -213,9 +213,12 @@ class ChatPipeline:
         """Run the plan: to the end, or (with `stream`) live where the target can stream."""
         chat = plan.chat
         with tracing.span("router.execute", {"router.tier": plan.decision.tier, "router.stream": stream}):
-            return await self.runtime.executor.execute(
+            result = await self.runtime.executor.execute(
                 plan.policy, plan.decision, chat.messages, chat.options, stream=stream
             )
+        if isinstance(result, LiveStream):  # its first piece is in hand: what the client sees first
+            self.runtime.metrics.first_token.labels(result.tier).observe(time.perf_counter() - plan.started)
+        return result
 
     async def account(
         self, plan: ChatPlan, outcome: ExecutionResult | BaseException | None, status: str, http_status: int
@@ -233,6 +236,8 @@ class ChatPipeline:
         metrics.tokens.labels(tier, "input").inc(entry.input_tokens)  # a failure's paid calls count too
         metrics.tokens.labels(tier, "output").inc(entry.output_tokens)
         metrics.cost.labels(tier).inc(entry.cost_usd)
+        metrics.app_cost.labels(tier, metrics.apps.label(entry.app)).inc(entry.cost_usd)
+        metrics.request_cost.labels(tier).observe(entry.cost_usd)
         if isinstance(outcome, ExecutionResult):
             metrics.latency.labels(tier).observe(elapsed)
             called = sum(call.latency_s for call in outcome.calls)
