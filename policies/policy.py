@@ -16,7 +16,7 @@ from typing import Literal
 from policies.checks import band_of
 from core.errors import ConfigError
 from core.llm import CHARS_PER_TOKEN, estimate_tokens
-from core.names import FORCED_RULE, PASSTHROUGH
+from core.names import FORCED_RULE, PASSTHROUGH, SESSION_PIN_RULE
 from policies.pricing import TokenPrice
 from policies.schema import EscalationStep, PolicyFile, Rule, Tier
 from strategies import Direct, Strategy
@@ -358,6 +358,11 @@ class Policy:
             fallbacks=self.fallbacks(tier),
             escalation=self.escalation(tier),
         )
+
+    def pinned(self, tier: str, query: str, difficulty: float, reason: str) -> Decision:
+        """The decision for a conversation held on the tier it reached: that tier, the first turn's difficulty kept."""
+        decision = self.forced(tier, query)
+        return replace(decision, rule=SESSION_PIN_RULE, reasons=(reason,), difficulty=difficulty)
 
     def passthrough(self, model: str, query: str) -> Decision:
         """The decision for a model forwarded untouched: one direct call, then the pass-through fallbacks."""

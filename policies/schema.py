@@ -176,6 +176,16 @@ class ReloadConfig(_Model):
     allow_auth_downgrade: bool = False
 
 
+class SessionsConfig(_Model):
+    """Session-aware routing: a conversation keeps the tier it reached, or moves up (docs/proxy.md, "Sessions")."""
+
+    enabled: bool = False
+    idle_s: int = Field(default=1800, ge=1, le=7 * 86_400)  # a pin is forgotten after this long unused
+    # The client's conversation id; `x-router-session` is accepted too. Without either, the key
+    # and the first system and user messages identify the conversation.
+    header: str = Field(default="x-session-id", pattern=r"^[A-Za-z0-9-]{1,64}$")
+
+
 class ServerConfig(_Model):
     """Proxy settings that live with the policy (and hot-reload with it); docs/proxy.md."""
 
@@ -185,6 +195,7 @@ class ServerConfig(_Model):
     passthrough: Passthrough = Field(default_factory=Passthrough)
     redis: RedisConfig = Field(default_factory=RedisConfig)
     reload: ReloadConfig = Field(default_factory=ReloadConfig)
+    sessions: SessionsConfig = Field(default_factory=SessionsConfig)
 
 
 class PolicyFile(_Model):

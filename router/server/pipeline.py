@@ -33,6 +33,7 @@ from router.ratelimit import Rate
 from router.server.errors import describe
 from router.server.requests import ChatRequest
 from router.server.runtime import Runtime
+from router.server.sessions import Sessions, SessionRoute
 
 logger = logging.getLogger(__name__)
 access_log = logging.getLogger("router.access")  # `router serve --access-log` (router.server.logs)
@@ -87,6 +88,7 @@ class ChatPlan:
     reserved_usd: float = 0.0
     budgeted: bool = False
     metadata: Mapping[str, str] = field(default_factory=dict)
+    session: SessionRoute | None = None  # server.sessions: the conversation and what it did to the decision
 
     @property
     def difficulty(self) -> float | None:
@@ -149,6 +151,7 @@ class ChatPipeline:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
+        self.sessions = Sessions(runtime)
         self._rule_models: tuple[Policy | None, frozenset[str]] = (None, frozenset())
 
     def _models_in_rules(self, policy: Policy) -> frozenset[str]:
@@ -157,7 +160,9 @@ class ChatPipeline:
             self._rule_models = (policy, frozenset(names))
         return self._rule_models[1]
 
-    async def plan(self, request_id: str, chat: ChatRequest, principal: Principal, policy: Policy) -> ChatPlan:
+    async def plan(
+        self, request_id: str, chat: ChatRequest, principal: Principal, policy: Policy, headers: Mapping[str, str] | None = None
+    ) -> ChatPlan:
         """Resolve the model, admit under the key's limits, classify and decide (no model called yet)."""
         runtime = self.runtime
         runtime.metrics.set_policy(policy.version)
@@ -186,6 +191,7 @@ class ChatPipeline:
         rate = Rate(per_minute, server.rate_limit.burst or per_minute) if per_minute else None
         spent = await runtime.limiter.admit(principal.name, rate) if rate or daily else 0.0
         started = time.perf_counter()
+        session: SessionRoute | None = None
         if route:
             with tracing.span("router.classify", {"router.batch_max": runtime.settings.classifier_batch}):
                 difficulty = await runtime.scorers.score(policy, chat.query)
@@ -193,6 +199,8 @@ class ChatPipeline:
             runtime.metrics.difficulty.observe(difficulty)
             with tracing.span("router.decide", {"router.difficulty": difficulty}):
                 decision = policy.decide(chat.conversation, difficulty, metadata, model)
+            session = await self.sessions.route(policy, decision, headers or {}, principal.name, chat.messages, chat.conversation)
+            decision = session.decision if session is not None else decision
         elif forced:
             decision = policy.forced(model, chat.conversation)
         else:
@@ -200,7 +208,7 @@ class ChatPipeline:
         verdict = policy.apply_budget(decision, spent)
         if not verdict.allowed:
             raise LimitExceeded(f"Budget: {verdict.reason}.", code="budget_exceeded")
-        plan = ChatPlan(request_id, chat, policy, principal, verdict.decision, started, metadata=metadata)
+        plan = ChatPlan(request_id, chat, policy, principal, verdict.decision, started, metadata=metadata, session=session)
         if daily is not None:
             # The worst case, not the expected cost: concurrent requests then cannot overshoot the budget
             # by more than the prompt-token estimate's error (docs/proxy.md, "Budgets under concurrency").
@@ -229,7 +237,7 @@ class ChatPipeline:
         entry = LedgerEntry.from_execution(
             plan.request_id, plan.decision, outcome, status=status, latency_s=elapsed,
             key_tag=plan.principal.name, app=plan.metadata.get("app"), prompt=plan.chat.query,
-            extra={"requested_model": plan.chat.model},
+            extra={"requested_model": plan.chat.model, **(plan.session.ledger_fields() if plan.session else {})},
         )
         tier = entry.tier
         metrics.requests.labels(tier, str(http_status)).inc()

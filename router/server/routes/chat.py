@@ -27,6 +27,7 @@ from router.server.errors import describe
 from router.server.pipeline import CLIENT_CLOSED, ChatPipeline, ChatPlan, Disconnected, RequestAccount, cancel_on_disconnect
 from router.server.requests import parse_chat_request, read_json
 from router.server.responses import DONE, ChunkWriter, completion_body, error_event, pieces
+from router.server.sessions import ROUTER_SESSION_HEADER
 
 router = APIRouter()
 
@@ -41,6 +42,8 @@ def _headers(plan: ChatPlan, tier: str, strategy: str, cost_usd: float) -> dict[
         "x-router-strategy": strategy,
         "x-router-cost-usd": f"{cost_usd:.8f}",
         "x-router-policy-version": plan.policy.version,
+        "x-router-rule": plan.decision.rule,
+        **({ROUTER_SESSION_HEADER: plan.session.id} if plan.session is not None else {}),
     }
 
 
@@ -59,7 +62,7 @@ async def chat_completions(request: Request, runtime: RuntimeDep, policy: Policy
     chat = parse_chat_request(
         body, max_tokens_limit=runtime.settings.max_tokens_limit, max_messages=runtime.settings.max_messages
     )
-    plan = await pipeline.plan(request_id, chat, principal, policy)
+    plan = await pipeline.plan(request_id, chat, principal, policy, request.headers)
     request.state.accounted = True  # from here the account counts it; before, the error handler does
     account = RequestAccount(pipeline, plan)
     if chat.stream:
