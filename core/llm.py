@@ -92,6 +92,8 @@ class GenerationParams:
     extra: Mapping[str, Any] = field(default_factory=dict)
     # Pass-through: send the upstream only `extra` (what the client sent), none of the defaults above.
     verbatim: bool = False
+    # HTTP headers of the upstream call, from the client: W3C trace context (traceparent, tracestate).
+    headers: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:

@@ -186,6 +186,28 @@ class SessionsConfig(_Model):
     header: str = Field(default="x-session-id", pattern=r"^[A-Za-z0-9-]{1,64}$")
 
 
+class CorsConfig(_Model):
+    """CORS for browser clients (Starlette's CORSMiddleware); absent: no CORS headers at all."""
+
+    allow_origins: list[str] = Field(min_length=1)  # e.g. ["https://app.example.com"], or ["*"]
+    allow_headers: list[str] = Field(
+        default_factory=lambda: [
+            "authorization", "api-key", "content-type", "x-request-id", "x-session-id", "x-router-session",
+            "traceparent", "tracestate",
+        ]
+    )
+    allow_methods: list[str] = Field(default_factory=lambda: ["GET", "POST"])
+    # Response headers a page's script may read (browsers hide the rest).
+    expose_headers: list[str] = Field(
+        default_factory=lambda: [
+            "x-router-request-id", "x-router-tier", "x-router-difficulty", "x-router-strategy", "x-router-cost-usd",
+            "x-router-policy-version", "x-router-rule", "x-router-session",
+        ]
+    )
+    allow_credentials: bool = False
+    max_age_s: int = Field(default=600, ge=0)  # how long a browser may cache a preflight answer
+
+
 class ServerConfig(_Model):
     """Proxy settings that live with the policy (and hot-reload with it); docs/proxy.md."""
 
@@ -196,6 +218,7 @@ class ServerConfig(_Model):
     redis: RedisConfig = Field(default_factory=RedisConfig)
     reload: ReloadConfig = Field(default_factory=ReloadConfig)
     sessions: SessionsConfig = Field(default_factory=SessionsConfig)
+    cors: CorsConfig | None = None
 
 
 class PolicyFile(_Model):

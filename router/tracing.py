@@ -130,6 +130,18 @@ def _usage(completions: Sequence[Completion]) -> dict[str, Any]:
     }
 
 
+def propagated(params: GenerationParams, current: Span | None) -> GenerationParams:
+    """`params` whose upstream call carries `current`'s W3C trace context: the upstream's spans nest under this call."""
+    if current is None:
+        return params
+    from opentelemetry.propagate import inject
+    from opentelemetry.trace import set_span_in_context
+
+    carrier = dict(params.headers)  # the client's traceparent, replaced by this call's own
+    inject(carrier, context=set_span_in_context(current))
+    return params.replace(headers=carrier)
+
+
 class TracedBackend:
     """A backend whose every call is a `llm.generate` span (tier, model, samples asked and returned, tokens, cost)."""
 
@@ -143,7 +155,7 @@ class TracedBackend:
     async def generate(self, messages: Sequence[Message], params: GenerationParams) -> list[Completion]:
         """The inner backend's completions, in a span."""
         with span("llm.generate", {**self._attributes, "llm.request.n": params.n}) as current:
-            completions = await self.inner.generate(messages, params)
+            completions = await self.inner.generate(messages, propagated(params, current))
             if current is not None:
                 current.set_attributes(_clean(_usage(completions)))
             return completions
@@ -159,7 +171,7 @@ class TracedStreamingBackend(TracedBackend):
         started, first = time.perf_counter(), True
         error: BaseException | None = None
         try:
-            async for piece in self.inner.stream(messages, params):
+            async for piece in self.inner.stream(messages, propagated(params, current)):
                 if first and current is not None:
                     current.set_attribute("llm.time_to_first_piece_s", time.perf_counter() - started)
                     first = False

@@ -170,6 +170,8 @@ class LiteLLMBackend:
             request.update(n=params.n, max_tokens=params.max_tokens)
             self._sampling(request, params)
         request.update(params.extra)
+        if params.headers:
+            request["extra_headers"] = dict(params.headers)
         if self.settings.api_base is not None:
             request["api_base"] = self.settings.api_base
         if self.settings.api_key_env is not None:

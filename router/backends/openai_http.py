@@ -159,7 +159,7 @@ class OpenAIHTTPBackend:
 
             async def attempt() -> bytes:
                 with self._errors(params.timeout_s):
-                    async with session.post(self._url, data=body, timeout=timeout) as response:
+                    async with session.post(self._url, data=body, headers=params.headers, timeout=timeout) as response:
                         content = await response.read()
                 if response.status != 200:
                     raise self._refusal(response, content)
@@ -184,7 +184,7 @@ class OpenAIHTTPBackend:
 
             async def attempt() -> aiohttp.ClientResponse:
                 with self._errors(params.timeout_s):
-                    response = await session.post(self._url, data=body, timeout=timeout)
+                    response = await session.post(self._url, data=body, headers=params.headers, timeout=timeout)
                     if response.status == 200:
                         return response
                     try:

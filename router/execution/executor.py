@@ -72,6 +72,7 @@ class RequestOptions:
     forwarded: Mapping[str, Any] = field(default_factory=dict)
     sent: Mapping[str, Any] = field(default_factory=dict)
     images: bool = False
+    headers: Mapping[str, str] = field(default_factory=dict)  # sent with every upstream call (trace context)
 
     @property
     def single_sample(self) -> str | None:
@@ -89,6 +90,7 @@ class RequestOptions:
             reasoning_effort=self.reasoning_effort,
             timeout_s=timeout_s,
             extra=self.forwarded,
+            headers=self.headers,
         )
 
     def passthrough_params(self, *, max_tokens: int, timeout_s: float) -> GenerationParams:

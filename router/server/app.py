@@ -16,6 +16,7 @@ from policies import PolicyStore
 from router.execution import BackendProvider, DefaultBackends
 from router.server.errors import install_error_handlers
 from router.ledger import Ledger, open_ledger
+from router.server.cors import ReloadableCORS
 from router.server.middleware import RequestIdMiddleware
 from router.tracing import TracingMiddleware, configure_tracing
 from router.server.pipeline import ChatPipeline
@@ -62,6 +63,7 @@ def create_app(
     app.state.pipeline = ChatPipeline(runtime)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(TracingMiddleware)  # outermost; passes straight through when tracing is off
+    app.add_middleware(ReloadableCORS, config=lambda: store.policy.config.server.cors)  # added last: outside tracing too, preflights first
     install_error_handlers(app, runtime.count_error)
     for module in (chat, models, metrics, feedback, policy, health):
         app.include_router(module.router)

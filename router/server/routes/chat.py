@@ -28,6 +28,7 @@ from router.server.pipeline import CLIENT_CLOSED, ChatPipeline, ChatPlan, Discon
 from router.server.requests import parse_chat_request, read_json
 from router.server.responses import DONE, ChunkWriter, completion_body, error_event, pieces
 from router.server.sessions import ROUTER_SESSION_HEADER
+from router.server.tracing import with_trace_context
 
 router = APIRouter()
 
@@ -62,6 +63,7 @@ async def chat_completions(request: Request, runtime: RuntimeDep, policy: Policy
     chat = parse_chat_request(
         body, max_tokens_limit=runtime.settings.max_tokens_limit, max_messages=runtime.settings.max_messages
     )
+    chat = with_trace_context(chat, request.headers)
     plan = await pipeline.plan(request_id, chat, principal, policy, request.headers)
     request.state.accounted = True  # from here the account counts it; before, the error handler does
     account = RequestAccount(pipeline, plan)
