@@ -25,7 +25,7 @@ ledger_app = typer.Typer(help="Work with the request ledger: export it as traini
 
 # Choices as Literals: typer lists and checks them, and mypy checks them against router.ledger.report's
 # By and Source, which cannot be imported here without loading redis for every `router` call.
-ByChoice = Literal["tier", "policy", "app", "day"]
+ByChoice = Literal["tier", "policy", "app", "key", "rule", "day"]
 SourceChoice = Literal["records", "aggregates"]
 ExportFormat = Literal["jsonl", "records"]  # routing outcomes (train-ready), or the raw records
 
@@ -69,7 +69,7 @@ def _ratio(value: float | None) -> str:
 @reports_errors
 def report_command(
     since: Annotated[str, typer.Option("--since", help=SinceHelp)] = "24h",
-    by: Annotated[ByChoice, typer.Option("--by", help="One row per tier, policy version, app or UTC day.")] = "tier",
+    by: Annotated[ByChoice, typer.Option("--by", help="One row per tier, policy version, app, API key, rule or UTC day (key and rule: --source records).")] = "tier",
     source: Annotated[
         SourceChoice,
         typer.Option("--source", help="records: exact, from the stream; aggregates: per-day totals, kept longer."),

@@ -23,8 +23,8 @@ from router.ledger.counts import Counts
 from router.ledger.entry import FORCED_RULE, NO_APP, StoredRecord
 from router.ledger.keys import utc_day
 
-By = Literal["tier", "policy", "app", "day"]
-BY_CHOICES: tuple[By, ...] = ("tier", "policy", "app", "day")
+By = Literal["tier", "policy", "app", "key", "rule", "day"]
+BY_CHOICES: tuple[By, ...] = ("tier", "policy", "app", "key", "rule", "day")
 Source = Literal["records", "aggregates"]
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
@@ -71,6 +71,8 @@ _KEY_OF: dict[str, Callable[[StoredRecord], str]] = {
     "tier": lambda r: r.entry.tier,
     "policy": lambda r: r.entry.policy_version,
     "app": lambda r: r.entry.app or NO_APP,
+    "key": lambda r: r.entry.key_tag or "anonymous",
+    "rule": lambda r: r.entry.rule,
     "day": lambda r: utc_day(r.entry.timestamp),
 }
 
@@ -244,6 +246,10 @@ def report_from_records(
 
 def report_from_aggregates(reader: LedgerReader, by: By, since: float | None, until: float) -> Report:
     """Sum the per-day aggregates over the window's UTC days (or the all-time ones with --since all)."""
+    if by == "key" or by == "rule":  # no per-key or per-rule aggregates are kept
+        raise ConfigError(
+            f"--by {by} needs --source records: the ledger keeps aggregates by tier, policy, app and day only."
+        )
     notes = []
     if since is None and by != "day":
         groups = reader.aggregates(by)

@@ -127,3 +127,15 @@ def test_aggregates_source_matches_records_over_whole_days(config: LedgerConfig)
     all_time = build_report(ledger, "tier", None, now + 1, source="aggregates").as_dict()
     assert all_time["rows"] == build_report(ledger, "tier", None, now + 1).as_dict()["rows"]
     ledger.close()
+
+
+def test_by_key_and_by_rule_from_records_not_aggregates() -> None:
+    ledger = small_ledger()
+    ledger.record_sync(make_entry(0, request_id="f", tier="fast", cost_usd=0.002, rule="easy", timestamp=NOW - 60,
+                                  key_tag="support-bot"))
+    by_key = {row.key: (row.counts.requests, row.counts.cost_usd) for row in build_report(ledger, "key", None, NOW).rows}
+    assert by_key == {"anonymous": (5, pytest.approx(0.023)), "support-bot": (1, pytest.approx(0.002))}
+    by_rule = {row.key: row.counts.requests for row in build_report(ledger, "rule", None, NOW).rows}
+    assert by_rule == {"easy": 4, "hard": 1, FORCED_RULE: 1}
+    with pytest.raises(ConfigError, match="--by key needs --source records"):
+        build_report(ledger, "key", None, NOW, source="aggregates")
