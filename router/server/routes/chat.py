@@ -24,6 +24,7 @@ from core.llm import Completion
 from router.execution import ExecutionResult, LiveStream
 from router.server.dependencies import PolicyDep, PrincipalDep, RuntimeDep
 from router.server.errors import describe
+from router.server.openapi_chat import CHAT_REQUEST_BODY
 from router.server.pipeline import CLIENT_CLOSED, ChatPipeline, ChatPlan, Disconnected, RequestAccount, cancel_on_disconnect
 from router.server.requests import parse_chat_request, read_json
 from router.server.responses import DONE, ChunkWriter, completion_body, error_event, pieces
@@ -53,7 +54,10 @@ def _model(result: ExecutionResult, plan: ChatPlan) -> str:
     return models[-1] if models else plan.chat.model
 
 
-@router.post("/v1/chat/completions")
+@router.post(
+    "/v1/chat/completions",
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": CHAT_REQUEST_BODY}}}},
+)
 async def chat_completions(request: Request, runtime: RuntimeDep, policy: PolicyDep, principal: PrincipalDep) -> Response:
     """Route one chat completion."""
     pipeline: ChatPipeline = request.app.state.pipeline

@@ -52,7 +52,12 @@ def parse_feedback(body: object) -> Feedback:
         raise InvalidRequest(f"{where}{first['msg']}.", param=param, code="invalid_value") from None
 
 
-@router.post("/v1/feedback")
+@router.post(
+    "/v1/feedback",
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": Feedback.model_json_schema()}}}
+    },
+)
 async def feedback(request: Request) -> Response:
     """Record the verdict with the ledger; 404 when the request id is unknown, expired, or another key's.
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from router.server.runtime import Runtime
 
 router = APIRouter()
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"description": "Prometheus text exposition format (version 0.0.4)."}},
+)
 async def metrics(request: Request) -> Response:
     """The metrics of this process (of all workers in multiprocess mode)."""
     runtime: Runtime = request.app.state.runtime
