@@ -84,6 +84,7 @@ class ProgressEncoder:
     def __init__(self, inner: Any, label: str = "embedding") -> None:
         self._inner = inner
         self._label = label
+        self.name: str = inner.name  # the TextEncoder protocol's one attribute
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)

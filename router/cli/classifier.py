@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from core.errors import ConfigError
 from router.cli._common import configure_logging, reports_errors
+from router.cli._progress import ProgressEncoder
 from router.cli._ledger_data import (
     FromLedgerOption,
     LedgerPrefixOption,
@@ -78,7 +79,8 @@ def _encoder(name: str | None, no_cache: bool) -> Any:
     from classifiers.embedding_cache import EmbeddingCache
     from classifiers.encoders import make_encoder
 
-    return make_encoder(name, cache=None if no_cache else EmbeddingCache(), show_progress=True)
+    # Progress and an estimate come from the wrapper (above the noise), not the encoder's own bars.
+    return ProgressEncoder(make_encoder(name, cache=None if no_cache else EmbeddingCache(), show_progress=False))
 
 
 def _fmt(value: float | None) -> str:

@@ -28,6 +28,8 @@ from policies.simulate import (
     simulate,
 )
 from router.cli._common import configure_logging, reports_errors
+from router.cli._progress import ProgressEncoder
+from router.cli.shadow import shadow_command
 from router.cli._ledger_data import (
     FromLedgerOption,
     LedgerPrefixOption,
@@ -401,6 +403,8 @@ def _classifier_scores(policy: Policy, texts: Sequence[str]) -> tuple[NDArray[np
     configure_logging()
     path = policy.classifier_path
     classifier = load_policy_classifier(policy)
+    if classifier.encoder is not None:  # an estimate, then progress, when there are many prompts
+        classifier.encoder = ProgressEncoder(classifier.encoder, "scoring")
     score = policy.config.classifier.score
     scores = np.asarray(classifier.predict_score(list(texts), score), dtype=np.float64)
     return scores, f"classifier {path or 'default (data/classifier)'} ({score})"
