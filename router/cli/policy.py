@@ -29,7 +29,6 @@ from policies.simulate import (
 )
 from router.cli._common import configure_logging, reports_errors
 from router.cli._progress import ProgressEncoder
-from router.cli.shadow import shadow_command
 from router.cli._ledger_data import (
     FromLedgerOption,
     LedgerPrefixOption,
