@@ -29,6 +29,7 @@ from policies.simulate import (
 )
 from router.cli._common import configure_logging, reports_errors
 from router.cli._progress import ProgressEncoder
+from router.cli.shadow import shadow_command
 from router.cli._ledger_data import (
     FromLedgerOption,
     LedgerPrefixOption,
@@ -44,6 +45,7 @@ policy_app = typer.Typer(
     help="Check, explain, simulate and calibrate the routing policy (router.yaml).",
     no_args_is_help=True,
 )
+policy_app.command("shadow")(shadow_command)
 
 ConfigOption = Annotated[
     Path,

@@ -32,7 +32,8 @@ class Job:
     source: str | None = None
     key_tag: str | None = None
     difficulty: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    cost_usd: float | None = None  # what the answer cost (a shadow job compares it with the candidate's)
+    extra: dict[str, Any] = field(default_factory=dict)  # shadow jobs: candidate, budget, metadata, requested_model
 
     @property
     def prompt(self) -> str:

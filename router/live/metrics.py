@@ -27,3 +27,7 @@ class WorkerMetrics:
         )
         self.explored = Counter("router_live_explored", "Exploration answers, by tier.", ["tier"], registry=r)
         self.spent = Counter("router_live_spent_usd", "USD spent by this worker, by kind.", ["kind"], registry=r)
+        self.shadowed = Counter(
+            "router_live_shadow_rows", "Shadowed requests written, by whether the candidate chose the live plan "
+            "(same) or not (different).", ["plan"], registry=r,
+        )

@@ -11,6 +11,11 @@ after Redis came back) redoes only the step that was in flight:
 3. agreement: for number/choice answers, each explored tier against the strongest tier's answer;
 4. acknowledge and delete the job.
 
+A shadow job (router.live.shadow) instead: judges the live answer, classifies and decides the prompt
+with the candidate policy, answers it with the candidate's plan (the live answer stands for both
+when the candidate chose exactly the live plan), judges that answer, and writes one paired row.
+Each step's result is kept until the row is written, so a retried job redoes only the rest.
+
 A grade job whose request the ledger does not know yet (the proxy's write is still buffered)
 is left unacknowledged and taken up again after `min_idle_s`, until `record_wait_s` has passed.
 """
@@ -18,21 +23,24 @@ is left unacknowledged and taken up again after `min_idle_s`, until `record_wait
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from core.errors import BackendError, ConfigError, DataError
+from core.errors import BackendError, ConfigError, DataError, PolicyError
 from core.llm import GenerationParams, Message
 from core.names import FORCED_RULE
-from policies.policy import Policy
+from policies.loader import load_policy, parse_policy
+from policies.policy import Decision, Policy
 from router.execution import BackendProvider, Executor, RequestOptions
 from router.ledger.config import LedgerConfig
 from router.ledger.entry import LedgerEntry
@@ -40,6 +48,7 @@ from router.live.jobs import Job
 from router.live.judge import agreement, detect_answer_type, judge_messages, parse_verdict
 from router.live.metrics import WorkerMetrics
 from router.live.queue import Delivery, JobQueue
+from router.live.shadow import ShadowRow, ShadowStore, section_candidate
 from router.live.verdicts import VerdictWriter
 from strategies.extraction import AnswerType
 
@@ -54,6 +63,25 @@ SOURCE_AGREEMENT = "agreement"
 
 # The current policy: a PolicyStore's (hot-reloaded), or a fixed one.
 PolicySource = Callable[[], Policy]
+
+
+class Scorer(Protocol):
+    """A classifier as the worker needs it: a score per text (a shadowed candidate with a classifier of its own)."""
+
+    def predict_score(self, texts: Sequence[str], score: str = "difficulty") -> Any:
+        """Scores in [0, 1] for `texts`."""
+        ...
+
+
+ClassifierLoader = Callable[[Path | None, str | None], Scorer]
+
+
+def default_classifier_loader(path: Path | None, embedding_model: str | None) -> Scorer:
+    """The artifact at `path` (None: the shipped one) with its encoder."""
+    from classifiers import load_classifier  # here: only a candidate with another classifier needs one
+
+    classifier: Scorer = load_classifier(path, embedding_model=embedding_model)
+    return classifier
 
 
 def explored_id(request_id: str, tier: str) -> str:
@@ -84,6 +112,7 @@ class Worker:
         min_idle_s: float = 30.0,
         record_wait_s: float = 120.0,
         metrics: WorkerMetrics | None = None,
+        classifier_loader: ClassifierLoader = default_classifier_loader,
     ) -> None:
         self.redis = redis
         self.policy_source = policy
@@ -97,6 +126,10 @@ class Worker:
         self.record_wait_s = record_wait_s
         self.metrics = metrics or WorkerMetrics()
         self.totals: Counter[str] = Counter()
+        self.shadow = ShadowStore(redis, ledger.key_prefix)
+        self.classifier_loader = classifier_loader
+        self._candidates: dict[str, Policy | None] = {}  # version -> parsed candidate (None: it does not parse)
+        self._scorers: dict[tuple[Path | None, str | None], Scorer] = {}
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -175,6 +208,10 @@ class Worker:
         if job.kind == "explore":
             answers.update(await self._explore(policy, job, outcome))
         answer_type = self._answer_type(policy, job)
+        if job.kind == "shadow":
+            await self._shadow(policy, job, answer_type, outcome)
+            await self.queue.ack(delivery.id)
+            return outcome
         for tier, (request_id, text) in answers.items():
             await self._judge(policy, job, tier, request_id, text, answer_type, outcome)
         if job.kind == "explore" and policy.config.grading.agreement and answer_type != "text":
@@ -244,22 +281,131 @@ class Worker:
             return
         if not await self._within_budget("grading", config.daily_budget_usd, outcome):
             return
+        score = await self._ask_judge(policy, job.messages, request_id, answer, answer_type, "grading", outcome)
+        if score is not None:
+            await self._write(request_id, tier, score, SOURCE_JUDGE, outcome)
+
+    async def _ask_judge(
+        self, policy: Policy, messages: Sequence[Message], request_id: str, answer: str, answer_type: AnswerType,
+        kind: str, outcome: Outcome,
+    ) -> float | None:
+        """The judge tier's verdict on one answer (its cost spent as `kind`); None when it gave none."""
+        config = policy.config.grading
+        judge = config.judge_tier
+        if judge is None:
+            return None
         tier_config = policy.tier(judge)
         backend = await self.backends.for_tier(tier_config, policy.price(judge))
         params = GenerationParams(max_tokens=config.max_tokens, temperature=0.0, timeout_s=tier_config.timeout_s)
         try:
-            completion = (await backend.generate(judge_messages(_question(job.messages), answer, answer_type), params))[0]
+            completion = (await backend.generate(judge_messages(_question(messages), answer, answer_type), params))[0]
         except BackendError as error:
             logger.warning("worker: judging %s failed: %s", request_id, error)
             outcome.counts["judge_failed"] += 1
-            return
-        await self.writer.spend("grading", completion.cost_usd)
-        self.metrics.spent.labels("grading").inc(completion.cost_usd)
+            return None
+        await self.writer.spend(kind, completion.cost_usd)
+        self.metrics.spent.labels(kind).inc(completion.cost_usd)
         score = parse_verdict(completion.text)
         if score is None:
             outcome.counts["judge_unparsed"] += 1
+        return score
+
+    # -- shadow jobs ----------------------------------------------------------------------------------
+
+    async def _shadow(self, policy: Policy, job: Job, answer_type: AnswerType, outcome: Outcome) -> None:
+        """Answer and judge the request as the candidate policy would, and write the paired row once."""
+        version = str(job.extra.get("candidate") or "")
+        candidate = await self._candidate(version)
+        if candidate is None:
+            outcome.counts["shadow_unknown_candidate"] += 1
             return
-        await self._write(request_id, tier, score, SOURCE_JUDGE, outcome)
+        if await self.shadow.has_row(version, job.request_id):
+            outcome.counts["shadow_duplicate"] += 1
+            return
+        budget = job.extra.get("budget")
+        if not await self._within_budget("shadow", None if budget is None else float(budget), outcome):
+            return
+        done: dict[str, Any] = {k: json.loads(v) for k, v in (await self.shadow.work(version, job.request_id)).items()}
+        # 1. the live answer's verdict, also the live request's judge verdict in the ledger
+        if "live" not in done:
+            done["live"] = await self._ask_judge(
+                policy, job.messages, job.request_id, job.answer, answer_type, "shadow", outcome
+            )
+            await self.shadow.save_work(version, job.request_id, live=done["live"])
+        live_correct: float | None = done["live"]
+        if live_correct is not None and not await self.writer.done(job.request_id, SOURCE_JUDGE, job.tier):
+            await self._write(job.request_id, job.tier, live_correct, SOURCE_JUDGE, outcome)
+        # 2. the candidate's decision
+        difficulty = await self._candidate_difficulty(policy, candidate, job)
+        metadata = job.extra.get("metadata")
+        requested = job.extra.get("requested_model")
+        decision = candidate.decide(
+            _conversation(job.messages), difficulty, metadata if isinstance(metadata, Mapping) else None,
+            str(requested) if requested is not None else None,
+        )
+        same = _same_plan(policy, candidate, job, decision)
+        # 3. the candidate's answer and its verdict
+        if same:
+            tier, cost, correct = job.tier, job.cost_usd or 0.0, live_correct
+        else:
+            if "candidate" not in done:
+                try:
+                    result = await self.executor.run(candidate, decision, job.messages, RequestOptions())
+                except BackendError as error:
+                    logger.warning("worker: shadowing %s with candidate %s failed: %s", job.request_id, version, error)
+                    outcome.counts["shadow_failed"] += 1
+                    return
+                await self.writer.spend("shadow", result.cost_usd)
+                self.metrics.spent.labels("shadow").inc(result.cost_usd)
+                done["candidate"] = [result.tier, result.cost_usd, result.text]
+                await self.shadow.save_work(version, job.request_id, candidate=done["candidate"])
+            tier, cost, text = str(done["candidate"][0]), float(done["candidate"][1]), str(done["candidate"][2])
+            if "candidate_verdict" not in done:
+                done["candidate_verdict"] = await self._ask_judge(
+                    policy, job.messages, f"{job.request_id} (candidate)", text, answer_type, "shadow", outcome
+                )
+                await self.shadow.save_work(version, job.request_id, candidate_verdict=done["candidate_verdict"])
+            correct = done["candidate_verdict"]
+        row = ShadowRow(
+            request_id=job.request_id, timestamp=job.enqueued_at, live_tier=job.tier, live_cost_usd=job.cost_usd or 0.0,
+            live_correct=live_correct, candidate_tier=tier, candidate_cost_usd=cost, candidate_correct=correct,
+            same_plan=same, difficulty=job.difficulty, candidate_difficulty=difficulty,
+        )
+        if await self.shadow.add_row(version, row):
+            outcome.counts["shadow_rows"] += 1
+            self.metrics.shadowed.labels("same" if same else "different").inc()
+        else:
+            outcome.counts["shadow_duplicate"] += 1
+
+    async def _candidate(self, version: str) -> Policy | None:
+        """The candidate policy of a version, parsed once per process; None when unknown or invalid."""
+        if version in self._candidates:
+            return self._candidates[version]
+        found = await self.shadow.candidate_text(version) if version else None
+        if found is None:
+            logger.error("worker: shadow candidate %r is not in Redis (expired, or never published)", version)
+            return None  # not cached: the proxy may publish it a moment later
+        text, source = found
+        try:
+            candidate: Policy | None = parse_policy(text, source=source)
+        except PolicyError as error:
+            logger.error("worker: shadow candidate %s (%s) is not a valid policy, its jobs are dropped: %s",
+                         version, source, error)
+            candidate = None
+        self._candidates[version] = candidate
+        return candidate
+
+    async def _candidate_difficulty(self, live: Policy, candidate: Policy, job: Job) -> float:
+        """The candidate classifier's score of the prompt: the live one's when both use the same classifier."""
+        if job.difficulty is not None and _classifier_of(candidate) == _classifier_of(live):
+            return job.difficulty
+        key = (candidate.classifier_path, candidate.config.classifier.embedding_model)
+        scorer = self._scorers.get(key)
+        if scorer is None:
+            scorer = await asyncio.to_thread(self.classifier_loader, *key)
+            self._scorers[key] = scorer
+        scores = await asyncio.to_thread(scorer.predict_score, [job.prompt], candidate.config.classifier.score)
+        return float(scores[0])
 
     async def _agree(
         self, policy: Policy, answers: dict[str, tuple[str, str]], answer_type: AnswerType, outcome: Outcome
@@ -285,6 +431,28 @@ class Worker:
             outcome.counts[f"graded:{tier}:{source}"] += 1
             self.metrics.graded.labels(tier, source).inc()
             self.metrics.correct.labels(tier, source).inc(score)
+
+
+def _conversation(messages: Sequence[Message]) -> str:
+    """All message text, as the proxy hands it to `Policy.decide` (rules on prompt length read it)."""
+    return "\n".join(message["content"] for message in messages)
+
+
+def _classifier_of(policy: Policy) -> tuple[Path | None, str | None, str]:
+    path = policy.classifier_path
+    config = policy.config.classifier
+    return (None if path is None else path.resolve(), config.embedding_model, config.score)
+
+
+def _same_plan(live: Policy, candidate: Policy, job: Job, decision: Decision) -> bool:
+    """True when the candidate would run exactly what answered: same tier, same settings, the same policy
+    version on this worker as on the proxy. The live answer is then a fair draw of the candidate's."""
+    tier = decision.tier
+    return (
+        job.policy_version == live.version and tier == job.tier and tier in live.tier_names
+        and candidate.tier(tier) == live.tier(tier) and candidate.fallbacks(tier) == live.fallbacks(tier)
+        and candidate.escalation(tier) == live.escalation(tier)
+    )
 
 
 def _question(messages: Sequence[Message]) -> str:
@@ -313,3 +481,11 @@ def check_live_config(policy: Policy) -> None:
             raise ConfigError(
                 f"exploration.tiers: no tier named {tier!r}; the tiers are: {', '.join(policy.tier_names)}."
             )
+    candidate = section_candidate(policy)
+    if candidate is not None:
+        if judge is None:
+            raise ConfigError("shadow: both answers are graded by the judge: set grading.judge_tier.")
+        try:
+            load_policy(candidate)
+        except PolicyError as error:
+            raise ConfigError(f"shadow.candidate: {candidate} is not a valid policy: {error}") from None

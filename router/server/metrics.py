@@ -133,6 +133,24 @@ class RouterMetrics:
             "Edits of router.yaml read by the watcher, by outcome (applied, invalid, auth_downgrade_refused).",
             ["outcome"], registry=registry,
         )
+        # The live loop (docs/live.md): what became of each sampled job, and the queue it feeds.
+        self.live_jobs = Counter(
+            "router_live_enqueue",
+            "Sampled live jobs by outcome: queued_grade, queued_explore, queued_shadow, shed (queue full or too "
+            "many in flight), over_budget, enqueue_failed (Redis slow or down), no_redis; and shadow_lookup_failed "
+            "(looking up a shadowed candidate policy failed).",
+            ["outcome"], registry=registry,
+        )
+        self.live_in_flight = Gauge(
+            "router_live_enqueue_in_flight", "Live enqueues waiting for Redis.", registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.live_depth = Gauge(
+            "router_live_queue_depth",
+            "Jobs in the live queue (waiting or being worked on), fleet-wide; read from Redis at each scrape.",
+            registry=registry, multiprocess_mode="livemax",
+        )
+        self._live_seen: dict[str, int] = {}
         self._reload_stats: Callable[[], Mapping[str, int]] | None = None
         self._reloads_seen: dict[str, int] = {}
         self._policy_version: str | None = None
@@ -174,6 +192,19 @@ class RouterMetrics:
         """Publish the ledger's own counters (a write lost to a full buffer shows here as `dropped`)."""
         for name, value in stats.items():
             self.ledger.labels(name).set(value)
+
+    def set_live_stats(self, stats: Mapping[str, int], depth: int | None) -> None:
+        """Publish the live loop's counters (LiveLoop.stats(), cumulative) and the queue depth (None: unknown)."""
+        for name, total in stats.items():
+            if name == "in_flight":
+                self.live_in_flight.set(total)
+                continue
+            new = total - self._live_seen.get(name, 0)
+            if new > 0:
+                self.live_jobs.labels(name).inc(new)
+                self._live_seen[name] = total
+        if depth is not None:
+            self.live_depth.set(depth)
 
     @staticmethod
     def process_exited() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import os
 import signal
 import subprocess
@@ -140,3 +141,84 @@ def _pending(r: redis.Redis, keys: LiveKeys) -> int:
         return int(r.xpending(keys.jobs, GROUP)["pending"])
     except redis.ResponseError:
         return 0
+
+
+def test_shadow_a_candidate_on_a_running_proxy(
+    tmp_path: Path, rows: list[dict[str, Any]], upstream: Any, prefix: str, spawn: Callable[..., Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`router policy shadow --candidate` on a proxy and a worker already running: picked up without a
+    restart, both answers judged, `--report --json` agrees with the recorded outcomes; /metrics shows it."""
+    app, url = upstream
+    # Live sends nearly everything to weak, the candidate nearly everything to strong.
+    live = write_replay_policy(tmp_path / "router.yaml", url, grade=0.0, explore=0.0, threshold=0.9999)
+    candidate = write_replay_policy(tmp_path / "candidate.yaml", url, grade=0.0, explore=0.0, threshold=0.0001)
+    port = free_port()
+    monkeypatch.setenv("ROUTER_REDIS_PREFIX", prefix)
+    monkeypatch.setenv("ROUTER_PRELOAD", "false")
+    spawn("serve", "--config", str(live), "--port", str(port), name="serve")
+    proxy = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _ready(proxy), 60, "the proxy")
+    spawn(*worker_args(live, prefix), name="worker")
+    env = {**os.environ, "REDIS_URL": TEST_REDIS_URL}
+    started = subprocess.run(
+        [*ROUTER, "policy", "shadow", "--candidate", str(candidate), "--sample", "1", "--config", str(live),
+         "--prefix", prefix], env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert started.returncode == 0, started.stderr
+
+    sent: dict[str, dict[str, Any]] = {}
+    with httpx.Client(base_url=proxy, timeout=60) as client:
+
+        def ask(row: dict[str, Any]) -> None:
+            reply = client.post("/v1/chat/completions", json={
+                "model": "router", "messages": [{"role": "user", "content": row["prompt"]}]})
+            assert reply.status_code == 200, reply.text
+            sent[reply.headers["x-router-request-id"]] = row
+
+        warm = iter(rows[20:])  # until the proxy has looked the candidate up (every 5 s, in the background)
+
+        def shadowing() -> bool:
+            ask(next(warm))
+            return _metric(client.get("/metrics").text, 'router_live_enqueue_total{outcome="queued_shadow"}') > 0
+
+        wait_for(shadowing, 30, "the proxy to shadow the candidate")
+        for row in rows[:12]:
+            ask(row)
+        queued = _metric(client.get("/metrics").text, 'router_live_enqueue_total{outcome="queued_shadow"}')
+        assert queued >= 12
+        r = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
+        version = r.hget(f"{prefix}live:shadow", "version")
+        wait_for(lambda: r.hlen(f"{prefix}live:shadow:rows:{version}") == queued, 90, "every shadow row")
+        wait_for(lambda: r.xlen(LiveKeys(prefix).jobs) == 0, 30, "the queue to drain")
+        metrics = client.get("/metrics").text
+        assert _metric(metrics, "router_live_queue_depth") == 0
+
+    reported = subprocess.run(
+        [*ROUTER, "policy", "shadow", "--report", "--json", "--prefix", prefix, "--config", str(live)],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert reported.returncode == 0, reported.stderr
+    report = json.loads(reported.stdout)
+    rows_by_id = {i: json.loads(text) for i, text in r.hgetall(f"{prefix}live:shadow:rows:{version}").items()}
+    ledger = open_sync_ledger(LedgerConfig(redis_url=TEST_REDIS_URL, key_prefix=prefix))
+    records = {rec.entry.request_id: rec for rec in ledger.records()}
+    for request_id, row in rows_by_id.items():
+        outcomes = sent[request_id]["outcomes"]
+        assert row["live_tier"] == records[request_id].entry.tier
+        assert row["live_correct"] == float(outcomes[row["live_tier"]]["correct"])
+        assert row["candidate_correct"] == float(outcomes[row["candidate_tier"]]["correct"])
+        assert records[request_id].verdicts == {"judge": row["live_correct"]}
+    assert report["version"] == version and report["graded"] == len(rows_by_id) == queued
+    assert report["different_plan"] == sum(not row["same_plan"] for row in rows_by_id.values()) > 0
+    live_right = sum(row["live_correct"] for row in rows_by_id.values())
+    assert report["live"]["accuracy"]["value"] == pytest.approx(live_right / queued, abs=1e-6)
+    ledger.close()
+    r.close()
+
+
+def _metric(text: str, series: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0

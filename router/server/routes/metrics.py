@@ -20,4 +20,5 @@ async def metrics(request: Request) -> Response:
     """The metrics of this process (of all workers in multiprocess mode)."""
     runtime: Runtime = request.app.state.runtime
     runtime.metrics.set_ledger_stats(runtime.ledger.stats())
+    runtime.metrics.set_live_stats(runtime.live.stats(), await runtime.live.queue_depth())
     return Response(runtime.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
