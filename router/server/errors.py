@@ -15,6 +15,7 @@
 | Redis unreachable (API keys in Redis)   | 503    | server_error          | redis_unavailable       |
 | ConfigError, other RouterError          | 500    | server_error          | router_error            |
 | anything else (a bug; logged)           | 500    | server_error          | internal_error          |
+| ClientDisconnect (gone mid-body)        | 499    | none (no one to read) | client_disconnected     |
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from core.errors import (
@@ -150,7 +151,13 @@ def install_error_handlers(app: FastAPI, count_error: Callable[[Request, str, in
         headers = dict(error.headers) if error.headers else None
         return error_response(ErrorInfo(error.status_code, error_type, code, message, None, headers))
 
+    async def on_client_gone(request: Request, error: Exception) -> Response:
+        # The client hung up while sending its body: no bug, and no one to answer (499, as nginx).
+        count_error(request, "client_disconnected", 499)
+        return Response(status_code=499)
+
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(ClientDisconnect, on_client_gone)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(RouterError, on_router_error)
     app.add_exception_handler(RedisError, on_router_error)

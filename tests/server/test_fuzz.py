@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import collections
 import json
+import socket
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -391,3 +393,20 @@ def test_fuzzing_the_spec_at_length(target: Target, seed_value: int) -> None:
     chat, defects = fuzz(target, 1_000, seed_value)
     assert not defects, f"{len(defects)} of 1000:\n" + "\n".join(defects[:10])
     assert chat[200] >= 100 and chat[400] >= 100, chat
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/feedback"])
+def test_a_client_gone_mid_body_is_counted_as_gone_not_as_a_bug(start_proxy: StartProxy, path: str) -> None:
+    """Found by fuzzing: it was a 500 internal_error in /metrics, logged twice with a traceback."""
+    proxy = start_proxy()
+    host, port = proxy.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n".encode()
+            + b'{"model": "router", "messages": ['
+        )
+    deadline = time.monotonic() + 10
+    while "client_disconnected" not in (metrics := httpx.get(f"{proxy.url}/metrics").text) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert 'router_errors_total{code="client_disconnected"} 1.0' in metrics
+    assert "internal_error" not in metrics and 'status="500"' not in metrics
