@@ -17,6 +17,7 @@ from router.cli._common import REDIS_ENV_VARS, configure_logging, reports_errors
 from core.errors import ConfigError, DataError
 
 if TYPE_CHECKING:  # imported when a command runs: redis and pydantic would slow every `router` call
+    from router.ledger.monitor import Monitor
     from router.ledger.report import Report
     from router.ledger.sync_ledger import SyncRedisLedger
 
@@ -77,8 +78,15 @@ def report_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (rows carry cost_per_correct).")] = False,
     plot: Annotated[
         Path | None,
-        typer.Option("--plot", help="Also write a PNG: accuracy vs cost per query, and a reliability diagram."),
+        typer.Option("--plot", help="Also write a PNG: accuracy vs cost per query, and a reliability diagram "
+                     "(with --sources: predicted vs observed success by day)."),
     ] = None,
+    sources: Annotated[
+        bool,
+        typer.Option("--sources", help="Instead: per tier and UTC day, requests, graded share, and for each verdict "
+                     "source (feedback, reference, judge, agreement) accuracy, cost per correct answer and "
+                     "predicted vs observed success (calibration drift). From records."),
+    ] = False,
     redis_url: RedisUrlOption = None,
     prefix: PrefixOption = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")] = False,
@@ -90,6 +98,9 @@ def report_command(
     now = time.time()
     start = parse_since(since, now)
     ledger = _ledger(redis_url, prefix)
+    if sources:
+        _sources_report(ledger, start, now, as_json, plot)
+        return
     try:
         report = build_report(ledger, by, start, now, source)
         if plot is not None:
@@ -105,6 +116,62 @@ def report_command(
         _print_table(report)
     if plot is not None:
         typer.echo(f"wrote {plot}", err=as_json)
+
+
+def _sources_report(ledger: SyncRedisLedger, start: float | None, now: float, as_json: bool, plot: Path | None) -> None:
+    from router.ledger.monitor import monitor_from_records
+
+    try:
+        monitor = monitor_from_records(ledger.records(start, now), start, now)
+    finally:
+        ledger.close()
+    if plot is not None:
+        from router.ledger.plot import plot_monitor
+
+        plot_monitor(monitor, plot)
+    if as_json:
+        typer.echo(json.dumps(monitor.as_dict(), indent=2))
+    else:
+        _print_sources(monitor)
+    if plot is not None:
+        typer.echo(f"wrote {plot}", err=as_json)
+
+
+def _print_sources(monitor: Monitor) -> None:
+    from router.ledger.report import iso
+
+    console = Console() if Console().is_terminal else Console(width=140)
+    window = f"since {iso(monitor.since)}" if monitor.since is not None else "all time"
+    if not monitor.rows:
+        console.print(f"No ledger records {window}.")
+        return
+    table = Table(title=f"ledger by UTC day, tier and verdict source, {window}", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("day", "tier", "requests", "graded", "source", "n", "accuracy [95%]", "cost/correct",
+                   "predicted", "drift"):
+        table.add_column(column, justify="left" if column in ("day", "tier", "source") else "right", no_wrap=True)
+    for row in monitor.rows:
+        head = [row.day, row.tier, str(row.requests), _ratio(row.graded_share)]
+        figures = [row.sources[s] for s in sorted(row.sources, key=_source_rank)]
+        if not figures:
+            table.add_row(*head, "-", "0", "-", "-", "-", "-", end_section=True)
+        for i, f in enumerate(figures):
+            accuracy = f.accuracy
+            shown = "-" if accuracy is None else f"{accuracy.value:.1%} [{accuracy.low:.0%}, {accuracy.high:.0%}]"
+            drift = "-" if f.drift is None else f"{100 * f.drift:+.1f} pt"
+            table.add_row(*(head if i == 0 else [""] * 4), f.source, str(f.graded), shown, _usd(f.cost_per_correct),
+                          _ratio(f.predicted), drift, end_section=i == len(figures) - 1)
+    console.print(table)
+    console.print(
+        "Each source counted on its own (a request graded by two sources counts in both). predicted: mean "
+        f"1 - difficulty, the classifier's P(success) for {monitor.predicts_tier} (the cheapest tier); drift: "
+        "observed - predicted on the same requests (for other tiers, their gain over it).", style="dim",
+    )
+
+
+def _source_rank(source: str) -> int:
+    from router.ledger.entry import VERDICT_SOURCES
+
+    return VERDICT_SOURCES.index(source) if source in VERDICT_SOURCES else len(VERDICT_SOURCES)
 
 
 def _print_table(report: Report) -> None:

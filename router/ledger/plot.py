@@ -1,4 +1,5 @@
-"""The report as a PNG: accuracy against cost per query, and the difficulty score's reliability diagram.
+"""The report as a PNG: accuracy against cost per query, and the difficulty score's reliability diagram;
+and, for `router report --sources`, predicted vs observed success by day (calibration drift).
 
 matplotlib is optional (the `plot` extra) and imported only here, only when a plot is asked for.
 No pyplot: a Figure drawn on an Agg canvas touches no global state and needs no display.
@@ -10,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import ConfigError
+from router.ledger.entry import VERDICT_SOURCES
+from router.ledger.intervals import wilson
+from router.ledger.monitor import Monitor
 from router.ledger.report import Report, iso
 
 _COLOURS = {"tier": "tab:blue", "policy": "tab:red", "always": "tab:gray"}
@@ -77,6 +81,54 @@ def plot_report(report: Report, path: Path) -> Path:
     if not report.reliability:
         right.text(0.5, 0.5, "no graded requests with a difficulty", ha="center", va="center",
                    transform=right.transAxes)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, format="png")
+    except OSError as error:
+        raise ConfigError(f"--plot: cannot write {path} ({error.strerror or error}). Choose a writable path.") from None
+    return path
+
+
+def plot_monitor(monitor: Monitor, path: Path) -> Path:
+    """Predicted vs observed success by UTC day, a panel per verdict source, a colour per tier (`report --sources`)."""
+    figure_class, canvas_class, _ = _matplotlib()
+    sources = [s for s in VERDICT_SOURCES if any(s in row.sources for row in monitor.rows)]
+    panels = max(1, len(sources))
+    figure = figure_class(figsize=(5.5 * panels, 4.5), dpi=100, layout="constrained")
+    canvas_class(figure)
+    axes = figure.subplots(1, panels, squeeze=False)[0]
+    window = f"since {iso(monitor.since)}" if monitor.since is not None else "all retained records"
+    figure.suptitle(f"predicted vs observed success by day, {window}; difficulty predicts {monitor.predicts_tier or '-'}")
+    days = sorted({row.day for row in monitor.rows})
+    index = {day: i for i, day in enumerate(days)}
+    tiers = list(dict.fromkeys(row.tier for row in monitor.rows))
+    colours = {tier: f"C{i % 10}" for i, tier in enumerate(tiers)}
+    for axis, source in zip(axes, sources, strict=False):
+        for tier in tiers:
+            series = [(day, f) for day, f in monitor.series(tier, source) if f.predicted_n]
+            if not series:
+                continue
+            xs = [index[day] for day, _ in series]
+            observed = [f.predicted_correct / f.predicted_n for _, f in series]
+            predicted = [f.predicted or 0.0 for _, f in series]
+            intervals = [wilson(f.predicted_correct, f.predicted_n) for _, f in series]
+            low = [o - (i.low if i else o) for o, i in zip(observed, intervals, strict=True)]
+            high = [(i.high if i else o) - o for o, i in zip(observed, intervals, strict=True)]
+            main = tier == monitor.predicts_tier
+            axis.errorbar(xs, observed, yerr=[low, high], color=colours[tier], marker="o", capsize=3,
+                          linewidth=2 if main else 1, label=f"{tier} observed")
+            axis.plot(xs, predicted, color=colours[tier], linestyle="--", marker="x",
+                      label=f"{tier} predicted (1 - difficulty)")
+        axis.set_title(f"verdicts: {source}")
+        axis.set_xticks(range(len(days)), days, rotation=45, ha="right", fontsize=8)
+        axis.set_xlim(-0.5, len(days) - 0.5)
+        axis.set_ylim(-0.02, 1.02)
+        axis.set_ylabel("success rate")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, loc="lower left")
+    if not sources:
+        axes[0].text(0.5, 0.5, "no graded requests in the window", ha="center", va="center",
+                     transform=axes[0].transAxes)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, format="png")

@@ -20,7 +20,7 @@ from core.errors import ConfigError
 from core.metrics import CALIBRATION_BINS, calibration_bins, calibration_error
 from router.ledger.base import LedgerReader
 from router.ledger.counts import Counts
-from router.ledger.entry import FORCED_RULE, NO_APP, StoredRecord
+from router.ledger.entry import FORCED_RULE, NO_APP, VERDICT_SOURCES, StoredRecord, source_rank
 from router.ledger.keys import utc_day
 
 By = Literal["tier", "policy", "app", "key", "rule", "day"]
@@ -236,12 +236,33 @@ def report_from_records(
     rows, total = _rows(dict(groups), by)
     report = Report(by, "records", since, until, rows, total)
     _analyse(report, records)
+    note = _sources_note(records)
+    if note is not None:
+        report.notes.append(note)
     if trimmed_until is not None and (since is None or trimmed_until >= since):
         report.notes.append(
             f"The stream cap (ledger.stream_maxlen) has removed records up to {iso(trimmed_until)}, so this window "
             "is incomplete. For day-level totals over longer spans use --source aggregates."
         )
     return report
+
+
+def _sources_note(records: Sequence[StoredRecord]) -> str | None:
+    """Which verdict source each graded request's accuracy came from (its strongest), so mixes are never silent."""
+    def rank(source: str) -> int:
+        return source_rank(source) if source in VERDICT_SOURCES else len(VERDICT_SOURCES)
+
+    used: dict[str, int] = defaultdict(int)
+    for record in records:
+        if record.verdicts:
+            used[min(record.verdicts, key=rank)] += 1
+    if not used:
+        return None
+    counts = ", ".join(f"{source} {used[source]}" for source in sorted(used, key=rank))
+    return (
+        f"Verdicts used (each request's strongest: feedback > reference > judge > agreement): {counts}. "
+        "`router report --sources` shows each source on its own, per tier and day."
+    )
 
 
 def report_from_aggregates(reader: LedgerReader, by: By, since: float | None, until: float) -> Report:

@@ -67,7 +67,7 @@ def test_rows_by_tier_define_cost_per_correct_on_graded_requests() -> None:
     assert deep["cost_per_correct"] == pytest.approx(0.02)  # $0.02 / 1 correct
     assert (total["requests"], total["graded"], total["correct"]) == (5, 4, 2.0)
     assert total["cost_per_correct"] == pytest.approx(0.011)  # $0.022 / 2
-    assert report.notes == []
+    assert len(report.notes) == 1 and "Verdicts used" in report.notes[0] and ": feedback 4." in report.notes[0]
 
 
 def test_points_separate_the_policy_from_forced_tiers() -> None:
