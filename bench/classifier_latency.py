@@ -2,7 +2,8 @@
 
     python bench/classifier_latency.py [--queries 300] [--train]
 
-Scores prompts one at a time (as the proxy will) with the embedding cache off, and prints p50/p99.
+Scores prompts one at a time (as the proxy does: one encoder thread) with the embedding cache off,
+and prints p50/p99.
 With --train, also times `router classifier train` on the whole shared file with a cold cache.
 """
 
@@ -19,6 +20,7 @@ import numpy as np
 
 from classifiers.loaders import load_records
 from classifiers.loading import load_classifier
+from classifiers.onnx_encoder import OnnxEncoder
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "routellm" / "outcomes.jsonl"
 
@@ -33,7 +35,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     prompts = [records[i].prompt for i in rng.choice(len(records), args.queries, replace=False)]
     start = time.perf_counter()
-    classifier = load_classifier()
+    classifier = load_classifier(threads=1)
     classifier.predict_difficulty(["warm-up"])
     print(f"load + first score: {time.perf_counter() - start:.2f}s")
 
@@ -42,8 +44,9 @@ def main() -> None:
         start = time.perf_counter()
         classifier.predict_difficulty([prompt])
         timings.append((time.perf_counter() - start) * 1000)
-    tokens = [len(classifier.encoder.model.tokenizer(p)["input_ids"]) for p in prompts]  # type: ignore[union-attr]
-    print(f"prompt tokens: median {np.median(tokens):.0f}, p90 {np.percentile(tokens, 90):.0f}")
+    if isinstance(classifier.encoder, OnnxEncoder):
+        tokens = [int(classifier.encoder.tokenize([p])[1].sum()) for p in prompts]
+        print(f"prompt tokens: median {np.median(tokens):.0f}, p90 {np.percentile(tokens, 90):.0f}")
 
     train_line = ""
     if args.train:

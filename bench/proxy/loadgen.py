@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -50,27 +50,33 @@ def check_loopback(url: str) -> None:
         raise SystemExit(f"refusing to send load to {host}: the load generator is for loopback only")
 
 
-Send = Callable[[], Awaitable[bool]]
+Send = Callable[[int], Awaitable[bool]]  # sends body number i
+
+
+def raw_request(url: str, payload: bytes) -> bytes:
+    """The bytes of one POST of `payload` to `url`, built before the clock starts."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    return (
+        f"POST {parts.path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer sk-bench\r\nContent-Length: {len(payload)}\r\n\r\n"
+    ).encode() + payload
 
 
 class RawConnection:
-    """One kept-alive HTTP/1.1 connection sending the same POST again and again."""
+    """One kept-alive HTTP/1.1 connection sending prebuilt POSTs, one after another."""
 
-    def __init__(self, url: str, payload: bytes) -> None:
+    def __init__(self, url: str) -> None:
         parts = urlsplit(url)
         self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
-        self.request = (
-            f"POST {parts.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
-            f"Authorization: Bearer sk-bench\r\nContent-Length: {len(payload)}\r\n\r\n"
-        ).encode() + payload
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def send(self) -> bool:
+    async def send(self, request: bytes) -> bool:
         """One request; True on HTTP 200."""
         if self.reader is None or self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        self.writer.write(self.request)
+        self.writer.write(request)
         head = await self.reader.readuntil(b"\r\n\r\n")
         length = None
         for line in head.split(b"\r\n")[1:]:
@@ -89,37 +95,69 @@ class RawConnection:
             await self.writer.wait_closed()
 
 
+def raw_sender(connection: RawConnection, requests: list[bytes]) -> Send:
+    """Send request number i over one raw connection."""
+
+    async def send(i: int) -> bool:
+        return await connection.send(requests[i])
+
+    return send
+
+
+def httpx_sender(http: httpx.AsyncClient, url: str, headers: dict[str, str], payloads: list[bytes]) -> Send:
+    """POST payload number i with the shared httpx client."""
+
+    async def send(i: int) -> bool:
+        response = await http.post(url, content=payloads[i], headers=headers)
+        return response.status_code == 200
+
+    return send
+
+
 async def run_load(
-    url: str, body: dict[str, object], *, concurrency: int, requests: int, max_seconds: float,
-    client: str = "raw", warmup: int = 20,
+    url: str, body: dict[str, object] | Sequence[dict[str, object]], *, concurrency: int, requests: int,
+    max_seconds: float, client: str = "raw", warmup: int | Sequence[dict[str, object]] = 20,
 ) -> LoadResult:
-    """Send `requests` POSTs of `body` to `url` from `concurrency` workers; stop early after max_seconds."""
+    """POST to `url` from `concurrency` workers until `requests` are done or max_seconds pass.
+
+    `body` is one request body sent again and again, or a list sent in order, each once (then
+    `requests` is capped at its length). `warmup` is a count of unmeasured repeats of the first
+    body, or a list of unmeasured bodies of their own (so that measured prompts stay unseen).
+    """
     check_loopback(url)
-    payload = json.dumps(body).encode()
+    bodies = [body] if isinstance(body, dict) else list(body)
+    if not isinstance(body, dict):
+        requests = min(requests, len(bodies))
+    warm = [bodies[0]] * warmup if isinstance(warmup, int) else list(warmup)
+    payloads = [json.dumps(b).encode() for b in bodies]
+    warm_payloads = [json.dumps(b).encode() for b in warm]
     latencies: list[float] = []
     errors = 0
-    raw = [RawConnection(url, payload) for _ in range(concurrency)]
+    raw = [RawConnection(url) for _ in range(concurrency)]
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     headers = {"content-type": "application/json", "authorization": "Bearer sk-bench"}
     async with httpx.AsyncClient(limits=limits, timeout=60) as http:
-
-        async def via_httpx() -> bool:
-            response = await http.post(url, content=payload, headers=headers)
-            return response.status_code == 200
-
-        senders: list[Send] = [c.send for c in raw] if client == "raw" else [via_httpx] * concurrency
-        for _ in range(warmup):
-            if not await senders[0]():
+        if client == "raw":
+            prebuilt = [raw_request(url, payload) for payload in payloads]
+            warm_prebuilt = [raw_request(url, payload) for payload in warm_payloads]
+            senders: list[Send] = [raw_sender(connection, prebuilt) for connection in raw]
+            warm_send = raw_sender(raw[0], warm_prebuilt)
+        else:
+            senders = [httpx_sender(http, url, headers, payloads)] * concurrency
+            warm_send = httpx_sender(http, url, headers, warm_payloads)
+        for i in range(len(warm)):
+            if not await warm_send(i):
                 raise SystemExit(f"{url} does not answer 200 to the benchmark request")
-        remaining = requests
+        sent = 0
         deadline = time.perf_counter() + max_seconds
 
         async def worker(send: Send) -> None:
-            nonlocal remaining, errors
-            while remaining > 0 and time.perf_counter() < deadline:
-                remaining -= 1
+            nonlocal sent, errors
+            while sent < requests and time.perf_counter() < deadline:
+                index = sent % len(payloads)
+                sent += 1
                 started = time.perf_counter()
-                if await send():
+                if await send(index):
                     latencies.append(time.perf_counter() - started)
                 else:
                     errors += 1

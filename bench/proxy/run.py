@@ -1,6 +1,7 @@
 """Proxy benchmark: p50/p99 latency and max requests/s, direct vs our proxy vs the LiteLLM proxy.
 
-    python bench/proxy/run.py [--litellm PATH] [--requests 3000] [--seconds 15] [--client raw|httpx]
+    python bench/proxy/run.py [--prompts short,short-distinct,real] [--litellm PATH] [--requests 3000]
+                              [--seconds 15] [--client raw|httpx]
 
 Starts, one worker each, on loopback: the upstream stub (bench/proxy/stub.py); `router serve`
 with a policy whose tiers all point at the stub; and, when its `litellm` executable is found
@@ -8,8 +9,13 @@ with a policy whose tiers all point at the stub; and, when its `litellm` executa
 dependencies), the LiteLLM proxy with the same stub behind it. Then, one target at a time, at
 concurrency 1 and 32: the stub directly; our proxy in pass-through (a tier named as the model:
 no classifier); our proxy routing (`model: router`: classifier, policy); the LiteLLM proxy.
-Non-streaming requests. Prints the table, the classifier's own latency, and the ratios last.
-The machine is shared: run it twice before believing a figure.
+Non-streaming requests. Prompt sets (`--prompts`):
+- `short`: one short question, repeated: after the first request the proxy's score cache answers;
+- `short-distinct`: short questions that differ by their numbers, each sent once (no cache hits);
+- `real`: GSM8K and MMLU questions from ../shared/data/routellm/outcomes.jsonl, each sent once,
+  300 at c=1 and 300 others at c=32 (unmeasured warm-up questions of their own).
+Prints the table, the decision's own latency per stage (tokenize, encode, classify), and the
+ratios last. The machine is shared: run it twice before believing a figure.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -110,17 +117,70 @@ def started(command: list[str], health: str, log: Path, env: dict[str, str] | No
                 process.kill()
 
 
+REAL_PER_RUN = 300
+SHARED = REPO.parent / "shared" / "data" / "routellm" / "outcomes.jsonl"
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """The user messages of one benchmark: per concurrency level, and unmeasured warm-up ones."""
+
+    name: str
+    runs: dict[int, list[str]]
+    warmup: list[str]
+    repeated: bool  # one message sent again and again (the score cache answers after the first)
+
+
+def real_questions(count: int) -> list[str]:
+    """`count` distinct GSM8K and MMLU questions from the shared data, in a fixed shuffled order."""
+    import random
+
+    from classifiers.loaders import load_records
+
+    if not SHARED.is_file():
+        raise SystemExit(f"--prompts real needs {SHARED} (see ../shared/data/README.md)")
+    prompts = list(dict.fromkeys(record.prompt for record in load_records(SHARED).records))
+    random.Random(0).shuffle(prompts)
+    return prompts[:count]
+
+
+def prompt_set(kind: str, requests: int) -> PromptSet:
+    """The prompts of `kind` (see the module docstring)."""
+    if kind == "short":
+        return PromptSet(kind, {1: [QUESTION["content"]], 32: [QUESTION["content"]]}, [QUESTION["content"]] * 20, True)
+    if kind == "short-distinct":
+        numbers = iter(range(10**6))
+
+        def make(count: int) -> list[str]:
+            return [f"What is {next(numbers)} times 23? Answer with the number only." for _ in range(count)]
+
+        return PromptSet(kind, {1: make(requests // 4), 32: make(requests)}, make(20), False)
+    if kind == "real":
+        questions = real_questions(2 * REAL_PER_RUN + 20)
+        runs = {1: questions[:REAL_PER_RUN], 32: questions[REAL_PER_RUN : 2 * REAL_PER_RUN]}
+        return PromptSet(kind, runs, questions[2 * REAL_PER_RUN :], False)
+    raise SystemExit(f"unknown prompt set {kind!r}: use short, short-distinct or real")
+
+
 def measure(
-    name: str, url: str, model: str, args: argparse.Namespace, metrics_url: str | None = None
+    name: str, url: str, model: str, prompts: PromptSet, args: argparse.Namespace, metrics_url: str | None = None
 ) -> tuple[dict[int, LoadResult], dict[int, tuple[float, float]]]:
     """Both concurrency levels against one target; with `metrics_url`, the classifier's figures of each."""
-    body = {"model": model, "messages": [QUESTION], "max_tokens": 32}
+
+    def body(text: str) -> dict[str, object]:
+        return {"model": model, "messages": [{"role": "user", "content": text}], "max_tokens": 32}
+
     results: dict[int, LoadResult] = {}
     classifier: dict[int, tuple[float, float]] = {}
+    warmup = [body(text) for text in prompts.warmup]
     for concurrency, requests in ((1, args.requests // 4), (32, args.requests)):
         before = httpx.get(metrics_url).text if metrics_url else ""
+        bodies = [body(text) for text in prompts.runs[concurrency]]
         result = asyncio.run(
-            run_load(url, body, concurrency=concurrency, requests=requests, max_seconds=args.seconds, client=args.client)
+            run_load(
+                url, bodies[0] if prompts.repeated else bodies, concurrency=concurrency, requests=requests,
+                max_seconds=args.seconds, client=args.client, warmup=warmup,
+            )
         )
         results[concurrency] = result
         print(
@@ -133,27 +193,44 @@ def measure(
     return results, classifier
 
 
-def classifier_latency() -> tuple[float, float]:
-    """p50 ms of the shipped classifier on one prompt, and on a batch of 32, in this process."""
+def decision_stages(prompts: dict[str, list[str]]) -> dict[str, dict[str, tuple[float, float]]]:
+    """p50 and p99 ms of each stage of the decision, one prompt at a time, as the proxy loads it.
+
+    Stages: tokenize, encode (onnxruntime), classify (logistic + kNN on the vector, then the
+    score), and the whole `predict_score` call. No score cache here: every prompt is computed.
+    """
     import numpy as np
-    import torch
 
-    from classifiers import load_classifier
+    from classifiers.loading import load_classifier
+    from classifiers.onnx_encoder import OnnxEncoder
+    from router.server.scoring import ENCODER_THREADS
 
-    torch.set_num_threads(1)  # as the proxy does (ServerSettings.torch_threads)
-    classifier = load_classifier()
-    texts = [f"What is {i} times {i + 3}? Answer with the number only." for i in range(32)]
-    classifier.predict_score(texts[:1])
-    single, batch = [], []
-    for i in range(30):
-        started = time.perf_counter()
-        classifier.predict_score([texts[i % 32] + " again"])
-        single.append(time.perf_counter() - started)
-    for _ in range(5):
-        started = time.perf_counter()
-        classifier.predict_score(texts)
-        batch.append(time.perf_counter() - started)
-    return float(np.median(single)) * 1000, float(np.median(batch)) * 1000
+    classifier = load_classifier(threads=ENCODER_THREADS)
+    encoder = classifier.encoder
+    classifier.predict_score(["warm-up"])
+    found: dict[str, dict[str, tuple[float, float]]] = {}
+    for name, texts in prompts.items():
+        times: dict[str, list[float]] = {"tokenize": [], "encode": [], "classify": [], "whole decision": []}
+        for text in texts:
+            if isinstance(encoder, OnnxEncoder):
+                began = time.perf_counter()
+                ids, mask = encoder.tokenize([text])
+                tokenized = time.perf_counter()
+                vectors = encoder.embed_tokens(ids, mask)
+                encoded = time.perf_counter()
+                proba = classifier.predict_proba_embeddings(vectors)
+                _ = 1.0 - proba[:, 0]
+                times["tokenize"].append(tokenized - began)
+                times["encode"].append(encoded - tokenized)
+                times["classify"].append(time.perf_counter() - encoded)
+            began = time.perf_counter()
+            classifier.predict_score([text])
+            times["whole decision"].append(time.perf_counter() - began)
+        found[name] = {
+            stage: (float(np.percentile(values, 50)) * 1000, float(np.percentile(values, 99)) * 1000)
+            for stage, values in times.items() if values
+        }
+    return found
 
 
 def classifier_wait(before: str, after: str) -> tuple[float, float]:
@@ -195,6 +272,7 @@ def gc_summary(metrics: str) -> str:
 def main() -> None:
     """Run everything and print the table and ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", default="short,short-distinct,real", help="comma-separated prompt sets")
     parser.add_argument("--litellm", default=shutil.which("litellm"), help="the LiteLLM proxy executable")
     parser.add_argument("--requests", type=int, default=3000, help="requests at concurrency 32 (a quarter at 1)")
     parser.add_argument("--seconds", type=float, default=15.0, help="time cap per run")
@@ -205,6 +283,7 @@ def main() -> None:
         "embedded in-memory ledger",
     )
     args = parser.parse_args()
+    sets = [prompt_set(kind.strip(), args.requests) for kind in args.prompts.split(",") if kind.strip()]
     for name in ("REDIS_URL", "ROUTER_REDIS_URL"):  # the plain runs use the in-memory ledger, whatever the shell says
         os.environ.pop(name, None)
     work = Path(tempfile.mkdtemp(prefix="proxy-bench-"))
@@ -215,17 +294,26 @@ def main() -> None:
     print(f"logs in {work}; one worker each; non-streaming; loopback; {args.client} client", flush=True)
 
     table: dict[str, dict[int, LoadResult]] = {}
+    inside: dict[str, dict[int, tuple[float, float]]] = {}
+    first = sets[0]
     with started([sys.executable, str(Path(__file__).parent / "stub.py"), "--port", str(stub_port)],
                  f"{stub}/models", work / "stub.log"):
-        table["stub (direct)"], _ = measure("stub (direct)", f"{stub}/chat/completions", "stub", args)
+        for prompts in sets:
+            table[f"stub (direct) [{prompts.name}]"], _ = measure(
+                f"stub [{prompts.name}]", f"{stub}/chat/completions", "stub", prompts, args
+            )
         ours = f"http://127.0.0.1:{ours_port}"
         with started([sys.executable, "-m", "router", "serve", "--config", str(work / "router.yaml"),
                       "--port", str(ours_port), "--log-level", "warning"], f"{ours}/healthz", work / "router.log",
                      {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}):
-            table["router pass-through"], _ = measure("router pass-through", f"{ours}/v1/chat/completions", "cheap", args)
-            table["router routing"], inside = measure(
-                "router routing", f"{ours}/v1/chat/completions", "router", args, f"{ours}/metrics"
-            )
+            for prompts in sets:
+                table[f"router pass-through [{prompts.name}]"], _ = measure(
+                    f"pass-through [{prompts.name}]", f"{ours}/v1/chat/completions", "cheap", prompts, args
+                )
+                table[f"router routing [{prompts.name}]"], inside[prompts.name] = measure(
+                    f"routing [{prompts.name}]", f"{ours}/v1/chat/completions", "router", prompts, args,
+                    f"{ours}/metrics",
+                )
             collections = gc_summary(httpx.get(f"{ours}/metrics").text)
         if args.ledger_redis:
             prefix = f"bench-{os.getpid()}:"
@@ -234,8 +322,8 @@ def main() -> None:
                          work / "router-redis.log",
                          {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "REDIS_URL": args.ledger_redis,
                           "ROUTER_REDIS_PREFIX": prefix}):
-                table["router pass-through, Redis ledger"], _ = measure(
-                    "pass-through+Redis", f"{ours}/v1/chat/completions", "cheap", args
+                table[f"router pass-through, Redis ledger [{first.name}]"], _ = measure(
+                    "pass-through+Redis", f"{ours}/v1/chat/completions", "cheap", first, args
                 )
                 recorded = [line for line in httpx.get(f"{ours}/metrics").text.splitlines()
                             if line.startswith('router_ledger{stat="recorded"}')]
@@ -244,8 +332,8 @@ def main() -> None:
 
             client = redis.Redis.from_url(args.ledger_redis)
             doomed = list(client.scan_iter(match=f"{prefix}*", count=1000))
-            for first in range(0, len(doomed), 500):  # leave the shared Redis as we found it
-                client.delete(*doomed[first : first + 500])
+            for start in range(0, len(doomed), 500):  # leave the shared Redis as we found it
+                client.delete(*doomed[start : start + 500])
             client.close()
         if args.litellm:
             litellm_url = f"http://127.0.0.1:{litellm_port}"
@@ -254,47 +342,48 @@ def main() -> None:
             with started([args.litellm, "--config", str(work / "litellm.yaml"), "--port", str(litellm_port),
                           "--num_workers", "1", "--telemetry", "False"],
                          f"{litellm_url}/health/liveliness", work / "litellm.log", env):
-                table["LiteLLM proxy"], _ = measure("LiteLLM proxy", f"{litellm_url}/v1/chat/completions", "stub", args)
+                table[f"LiteLLM proxy [{first.name}]"], _ = measure(
+                    "LiteLLM proxy", f"{litellm_url}/v1/chat/completions", "stub", first, args
+                )
         else:
             print("  LiteLLM proxy: no `litellm` executable found (--litellm PATH); skipped", flush=True)
 
-    single_ms, batch_ms = classifier_latency()
-    print(f"\nclassifier alone: {single_ms:.1f} ms for one prompt, {batch_ms:.1f} ms for a batch of 32 (p50)")
-    for concurrency, (wait_ms, batch) in inside.items():
-        print(f"classifier inside the proxy, routing at c={concurrency}: {wait_ms:.1f} ms mean wait per request, "
-              f"{batch:.1f} prompts per batch")
+    stage_prompts = {p.name: (p.runs[1] if not p.repeated else p.runs[1] * 100)[:300] for p in sets}
+    stages = decision_stages(stage_prompts)
+    print("\nthe decision alone, one prompt at a time, score cache off (p50 / p99 ms):")
+    for name, figures in stages.items():
+        print(f"  [{name}] " + "; ".join(f"{stage} {p50:.2f} / {p99:.2f}" for stage, (p50, p99) in figures.items()))
+    for name, waits in inside.items():
+        for concurrency, (wait_ms, batch) in waits.items():
+            print(f"classifier inside the proxy, routing [{name}] at c={concurrency}: {wait_ms:.2f} ms mean wait per "
+                  f"scored request, {batch:.1f} prompts per batch")
     print(f"garbage collection in our proxy over all its runs: {collections}")
 
-    direct = table["stub (direct)"]
     print("\n| target | c=1 p50 ms | c=1 p99 ms | c=32 p50 ms | c=32 p99 ms | max req/s (c=32) | added p50 c=1 ms | p99/p50 c=32 |")
     print("|---|---|---|---|---|---|---|---|")
     for name, result in table.items():
+        direct = table[f"stub (direct) [{name.rsplit('[', 1)[1]}"]
         added = result[1].p50_ms - direct[1].p50_ms
         print(
             f"| {name} | {result[1].p50_ms:.2f} | {result[1].p99_ms:.2f} | {result[32].p50_ms:.1f} | "
             f"{result[32].p99_ms:.1f} | {result[32].rps:.0f} | {added:+.2f} | {result[32].p99_ms / result[32].p50_ms:.2f} |"
         )
     print("\nratios (same machine, same run):")
-    if "router pass-through, Redis ledger" in table:
-        off, on = table["router pass-through"], table["router pass-through, Redis ledger"]
+    redis_row = f"router pass-through, Redis ledger [{first.name}]"
+    if redis_row in table:
+        off, on = table[f"router pass-through [{first.name}]"], table[redis_row]
         print(f"  Redis ledger on vs in-memory: {on[32].rps / off[32].rps:.2f}x the req/s at c=32; "
               f"{on[1].p50_ms - off[1].p50_ms:+.2f} ms p50 at c=1")
-    for name in ("router pass-through", "router routing"):
-        ours_result = table[name]
-        print(f"  {name}: {ours_result[32].rps / direct[32].rps:.2f}x the direct req/s; "
-              f"adds {ours_result[1].p50_ms - direct[1].p50_ms:.2f} ms p50 at c=1")
-        if "LiteLLM proxy" in table:
-            lite = table["LiteLLM proxy"]
-            lite_added = lite[1].p50_ms - direct[1].p50_ms
-            ours_added = ours_result[1].p50_ms - direct[1].p50_ms
-            print(f"    vs LiteLLM proxy: {ours_result[32].rps / lite[32].rps:.2f}x its req/s; "
-                  f"{ours_added / lite_added:.2f}x its added p50 (c=1); "
-                  f"{ours_result[32].p50_ms / lite[32].p50_ms:.2f}x its p50 at c=32")
-    for concurrency in (1, 32):
-        extra = table["router routing"][concurrency].p50_ms - table["router pass-through"][concurrency].p50_ms
-        print(f"  routing adds {extra:.1f} ms p50 over pass-through at c={concurrency}; the classifier's own "
-              f"latency there: {inside[concurrency][0]:.1f} ms (alone, one prompt: {single_ms:.1f} ms)")
-
+    if f"LiteLLM proxy [{first.name}]" in table:
+        lite, direct = table[f"LiteLLM proxy [{first.name}]"], table[f"stub (direct) [{first.name}]"]
+        ours_result = table[f"router routing [{first.name}]"]
+        print(f"  routing [{first.name}] vs LiteLLM proxy: {ours_result[32].rps / lite[32].rps:.2f}x its req/s; "
+              f"{(ours_result[1].p50_ms - direct[1].p50_ms) / (lite[1].p50_ms - direct[1].p50_ms):.2f}x its added p50 (c=1)")
+    for prompts in sets:
+        passing, routing = table[f"router pass-through [{prompts.name}]"], table[f"router routing [{prompts.name}]"]
+        print(f"  [{prompts.name}] routing adds {routing[1].p50_ms - passing[1].p50_ms:+.2f} ms p50 and "
+              f"{routing[1].p99_ms - passing[1].p99_ms:+.2f} ms p99 over pass-through at c=1; at c=32 it serves "
+              f"{routing[32].rps:.0f} req/s, {routing[32].rps / passing[32].rps:.0%} of pass-through's {passing[32].rps:.0f}")
 
 if __name__ == "__main__":
     main()
