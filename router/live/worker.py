@@ -130,6 +130,7 @@ class Worker:
         self.classifier_loader = classifier_loader
         self._candidates: dict[str, Policy | None] = {}  # version -> parsed candidate (None: it does not parse)
         self._scorers: dict[tuple[Path | None, str | None], Scorer] = {}
+        self._loading = asyncio.Lock()
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -400,10 +401,11 @@ class Worker:
         if job.difficulty is not None and _classifier_of(candidate) == _classifier_of(live):
             return job.difficulty
         key = (candidate.classifier_path, candidate.config.classifier.embedding_model)
-        scorer = self._scorers.get(key)
-        if scorer is None:
-            scorer = await asyncio.to_thread(self.classifier_loader, *key)
-            self._scorers[key] = scorer
+        async with self._loading:  # concurrent jobs load a classifier once
+            scorer = self._scorers.get(key)
+            if scorer is None:
+                scorer = await asyncio.to_thread(self.classifier_loader, *key)
+                self._scorers[key] = scorer
         scores = await asyncio.to_thread(scorer.predict_score, [job.prompt], candidate.config.classifier.score)
         return float(scores[0])
 

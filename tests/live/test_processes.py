@@ -185,14 +185,17 @@ def test_shadow_a_candidate_on_a_running_proxy(
         wait_for(shadowing, 30, "the proxy to shadow the candidate")
         for row in rows[:12]:
             ask(row)
-        queued = _metric(client.get("/metrics").text, 'router_live_enqueue_total{outcome="queued_shadow"}')
-        assert queued >= 12
         r = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
-        version = r.hget(f"{prefix}live:shadow", "version")
-        wait_for(lambda: r.hlen(f"{prefix}live:shadow:rows:{version}") == queued, 90, "every shadow row")
+        version = str(r.hget(f"{prefix}live:shadow", "version"))
+
+        def queued() -> float:  # enqueues finish in the background, after the response
+            return _metric(client.get("/metrics").text, 'router_live_enqueue_total{outcome="queued_shadow"}')
+
+        wait_for(lambda: queued() >= 13, 10, "every request's shadow job to be queued")
+        wait_for(lambda: r.hlen(f"{prefix}live:shadow:rows:{version}") == queued(), 90, "every shadow row")
         wait_for(lambda: r.xlen(LiveKeys(prefix).jobs) == 0, 30, "the queue to drain")
-        metrics = client.get("/metrics").text
-        assert _metric(metrics, "router_live_queue_depth") == 0
+        assert _metric(client.get("/metrics").text, "router_live_queue_depth") == 0
+        total = queued()
 
     reported = subprocess.run(
         [*ROUTER, "policy", "shadow", "--report", "--json", "--prefix", prefix, "--config", str(live)],
@@ -200,7 +203,8 @@ def test_shadow_a_candidate_on_a_running_proxy(
     )
     assert reported.returncode == 0, reported.stderr
     report = json.loads(reported.stdout)
-    rows_by_id = {i: json.loads(text) for i, text in r.hgetall(f"{prefix}live:shadow:rows:{version}").items()}
+    stored = cast(dict[str, str], r.hgetall(f"{prefix}live:shadow:rows:{version}"))
+    rows_by_id = {i: json.loads(text) for i, text in stored.items()}
     ledger = open_sync_ledger(LedgerConfig(redis_url=TEST_REDIS_URL, key_prefix=prefix))
     records = {rec.entry.request_id: rec for rec in ledger.records()}
     for request_id, row in rows_by_id.items():
@@ -209,10 +213,10 @@ def test_shadow_a_candidate_on_a_running_proxy(
         assert row["live_correct"] == float(outcomes[row["live_tier"]]["correct"])
         assert row["candidate_correct"] == float(outcomes[row["candidate_tier"]]["correct"])
         assert records[request_id].verdicts == {"judge": row["live_correct"]}
-    assert report["version"] == version and report["graded"] == len(rows_by_id) == queued
+    assert report["version"] == version and report["graded"] == len(rows_by_id) == total
     assert report["different_plan"] == sum(not row["same_plan"] for row in rows_by_id.values()) > 0
     live_right = sum(row["live_correct"] for row in rows_by_id.values())
-    assert report["live"]["accuracy"]["value"] == pytest.approx(live_right / queued, abs=1e-6)
+    assert report["live"]["accuracy"]["value"] == pytest.approx(live_right / total, abs=1e-6)
     ledger.close()
     r.close()
 

@@ -23,6 +23,7 @@ from core.llm import Message
 from policies import load_policy
 from router.cli import app as cli
 from router.ledger import LedgerConfig, open_sync_ledger
+from router.live.jobs import JobKind
 from router.live.loop import LiveLoop
 from router.live.shadow import ShadowStore
 from router.live.shadow_report import compare
@@ -230,3 +231,37 @@ def test_cli_refuses_a_bad_candidate_or_a_live_policy_without_judge(upstream: An
     assert result.exit_code == 2 and "grading.judge_tier" in result.output
     result = runner.invoke(cli, [*base, "--report", "--stop"])
     assert result.exit_code == 2 and "exactly one of" in result.output
+
+
+def test_only_routed_requests_are_shadowed_and_only_with_a_judge(
+    rows: list[dict[str, Any]], upstream: Any, tmp_path: Path, prefix: str
+) -> None:
+    _, url = upstream
+    live, _ = live_and_candidate(tmp_path, url)
+    no_judge = tmp_path / "nojudge.yaml"
+    no_judge.write_text(live.read_text().replace("judge_tier: judge", "judge_tier: null"))
+
+    async def draws() -> tuple[list[JobKind | None], list[JobKind | None]]:
+        client = Redis.from_url(TEST_REDIS_URL, decode_responses=True)
+        try:
+            out = []
+            for path in (live, no_judge):
+                policy = load_policy(path)
+                loop = LiveLoop(lambda: policy, client, prefix)  # noqa: B023 - used at once
+                assert (await loop.refresh_shadow()) is not None
+                routed = entry_for(rows[0], "weak", "routed")
+                out.append([loop.sample(policy, dataclasses.replace(routed, rule=rule), "A") for rule in
+                            ("easy", "forced", "session_pin")])
+            return out[0], out[1]
+        finally:
+            await client.aclose()
+
+    with_judge, without = asyncio.run(draws())
+    assert with_judge == ["shadow", None, None]
+    assert without == [None, None, None]
+
+
+def test_help_lists_the_three_modes() -> None:
+    result = CliRunner().invoke(cli, ["policy", "shadow", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert all(option in result.output for option in ("--candidate", "--report", "--stop", "--sample", "--daily-budget"))
