@@ -48,6 +48,8 @@ def configure_logging(verbose: bool = False) -> None:
     )
     for name in OWN_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+    # Per-request access lines only where `router serve --access-log` asks for them (router.server.logs).
+    logging.getLogger("router.access").setLevel(logging.WARNING)
     quiet_model_loading(not verbose)
 
 
