@@ -125,9 +125,14 @@ def install_error_handlers(app: FastAPI, count_error: Callable[[Request, str, in
         info = describe(error)
         count_error(request, info.code or "unknown", info.status)
         request_id = getattr(request.state, "request_id", None)
-        if info.status >= 500 and not isinstance(error, RouterError | RedisError):
+        unexpected = info.status >= 500 and not isinstance(error, RouterError | RedisError)
+        if unexpected:
             logger.error("request %s failed unexpectedly", request_id or "?", exc_info=error)
         response = error_response(info)
+        if unexpected:
+            # Starlette re-raises a bug after this answer, and uvicorn then drops the connection:
+            # say so, or a client's next request on this keep-alive connection meets a reset.
+            response.headers["connection"] = "close"
         if request_id is not None:
             # A bug's 500 is answered by Starlette's outermost ServerErrorMiddleware, outside
             # RequestIdMiddleware: set the header here, so the id the body points to is there.

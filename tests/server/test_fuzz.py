@@ -28,10 +28,12 @@ import pytest
 import redis
 from hypothesis import strategies as st
 
-from bench.conformance import ANY_JSON, TolerantUpstream, draw, shape_problem, strategy_for
+from bench.conformance import ANY_JSON, IMAGE_URLS, TolerantUpstream, draw, shape_problem, strategy_for
 from router.auth import key_digest
 from tests.server.conftest import REDIS_URL, Proxy, StartProxy
-from tests.server.support import ServerThread
+from tests.server.support import ServerThread, fake_tiers
+from core.llm import Completion, GenerationParams, Message
+from collections.abc import Sequence
 
 TIMEOUT_S = 30  # per request: a hang is a defect
 PASSTHROUGH = """
@@ -91,7 +93,7 @@ class Case:
     headers: Mapping[str, str]
 
     def describe(self) -> str:
-        return f"{self.method} {self.path} headers={dict(self.headers)} body={(self.content or b'')[:600]!r}"
+        return f"{self.method} {self.path} headers={dict(self.headers)} body={(self.content or b'')[:4000]!r}"
 
 
 def operations(spec: Mapping[str, Any]) -> list[Operation]:
@@ -130,13 +132,23 @@ def _get(value: Any, path: tuple[Any, ...]) -> Any:
     return value
 
 
+# What a value of the wrong type looks like: truthy and falsy, scalar and container.
+CONFUSIONS: tuple[Any, ...] = ([1], ["x"], [{}], "x", "", 1, 0, 1.5, True, False, None, {"x": 1}, {}, [])
+
+
 @st.composite
 def mutated(draw_: st.DrawFn, valid: st.SearchStrategy[Any]) -> bytes:
-    """A valid body broken in one place: a value retyped, a key dropped or added, a hostile literal."""
+    """A valid body broken in one place: a value of another type, a key dropped or added, a hostile literal.
+
+    Half the time the place is an object or array (the handlers that walk them are where a value
+    of the wrong type does harm), else any value.
+    """
     body = draw_(valid)
     paths = list(_paths(body))
-    path = draw_(st.sampled_from(paths))
-    kind = draw_(st.sampled_from(("retype", "drop", "extra", "hostile", "hostile")))
+    containers = [path for path in paths if path and isinstance(_get(body, path), dict | list)]
+    prefer_containers: bool = draw_(st.booleans())
+    path = draw_(st.sampled_from(containers if containers and prefer_containers else paths))
+    kind = draw_(st.sampled_from(("confuse", "confuse", "confuse", "retype", "drop", "extra", "hostile", "hostile")))
     target = _get(body, path)
     if kind == "drop" and isinstance(target, dict) and target:
         key = draw_(st.sampled_from(sorted(target)))
@@ -147,6 +159,9 @@ def mutated(draw_: st.DrawFn, valid: st.SearchStrategy[Any]) -> bytes:
         literal = draw_(st.sampled_from(HOSTILE))
         text = json.dumps(_replace(body, path, _SPLICE.format(0)))
         return text.replace(json.dumps(_SPLICE.format(0)), literal).encode()
+    elif kind == "confuse":
+        others = [value for value in CONFUSIONS if type(value) is not type(target)]
+        body = _replace(body, path, draw_(st.sampled_from(others)))
     else:
         body = _replace(body, path, draw_(ANY_JSON))
     return json.dumps(body).encode("utf-8", "surrogatepass")
@@ -183,7 +198,25 @@ def _weighted(*choices: tuple[int, st.SearchStrategy[Any]]) -> st.SearchStrategy
 
 NO_STREAM: dict[str, Any] = {}
 _text = st.text(min_size=1, max_size=40).filter(str.strip)
-_parts = st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": _text}), min_size=1, max_size=2)
+_image = st.fixed_dictionaries(
+    {"type": st.just("image_url"), "image_url": st.fixed_dictionaries(
+        {"url": st.sampled_from(IMAGE_URLS)}, optional={"detail": st.sampled_from(("auto", "low", "high"))}
+    )}
+)
+_parts = st.lists(
+    _weighted((5, st.fixed_dictionaries({"type": st.just("text"), "text": _text})), (1, _image)), min_size=1, max_size=2
+)
+_call: st.SearchStrategy[dict[str, Any]] = st.fixed_dictionaries(
+    {"id": st.from_regex(r"call_[a-z0-9]{1,8}", fullmatch=True), "type": st.just("function"),
+     "function": st.fixed_dictionaries({"name": st.just("lookup"), "arguments": st.just('{"query": "x"}')})}
+)
+# An earlier tool round: the assistant's calls (content null) and one tool answer per call.
+_tool_round = st.lists(_call, min_size=1, max_size=2, unique_by=lambda call: str(call["id"])).map(
+    lambda calls: [
+        {"role": "assistant", "content": None, "tool_calls": calls},
+        *({"role": "tool", "tool_call_id": call["id"], "content": "42"} for call in calls),
+    ]
+)
 _tool = st.fixed_dictionaries(
     {"type": st.just("function"), "function": st.fixed_dictionaries(
         {"name": st.from_regex(r"[a-z_]{1,12}", fullmatch=True)},
@@ -196,9 +229,9 @@ SERVABLE_CHAT = st.fixed_dictionaries(
         "messages": st.lists(
             st.fixed_dictionaries(
                 {"role": st.sampled_from(("user", "system", "developer", "assistant")), "content": _text | _parts}
-            ),
+            ).map(lambda message: [message]) | _tool_round,
             max_size=3,
-        ).flatmap(
+        ).map(lambda rounds: [message for messages in rounds for message in messages]).flatmap(
             lambda earlier: st.fixed_dictionaries(
                 {"role": st.just("user"), "content": _text | _parts | st.just("a hard one")}
             ).map(lambda last: [*earlier, last])
@@ -298,7 +331,10 @@ def _stream_problem(content: bytes) -> str | None:
 
 def check(client: httpx.Client, case: Case) -> tuple[int, str | None]:
     """The status of the proxy's answer to `case`, and what is wrong with it (None: nothing)."""
-    response = client.request(case.method, case.path, content=case.content, headers=dict(case.headers))
+    try:
+        response = client.request(case.method, case.path, content=case.content, headers=dict(case.headers))
+    except httpx.TransportError as error:  # a reset or dropped connection: the client has no answer at all
+        return 0, f"no answer: {type(error).__name__}: {error}"
     status = response.status_code
     if status >= 500:
         return status, f"{status} {response.content[:300]!r}"
@@ -354,6 +390,37 @@ def target(request: pytest.FixtureRequest, start_module_proxy: StartProxy) -> It
             client.close()
 
 
+# Defects found by this fuzzing and reported, not yet fixed (router/server/requests.py checks
+# `(part.get(key) or {}).get(...)`, which raises on a truthy non-object): the bodies that reach
+# them, so the fuzz tests stay about new defects. test_reported_defects_still_reproduce fails
+# once they are fixed: then delete this and that test's xfail marker.
+REPORTED_500S = (
+    ("tools", "[]", "function"),
+    ("response_format", "json_schema"),
+    ("messages", "[]", "content", "[]", "image_url"),
+)
+
+
+def _reported(case: Case, status: int) -> bool:
+    """Whether a 500 is one of REPORTED_500S: a truthy non-object where the body needs an object."""
+    if status != 500 or case.path != "/v1/chat/completions":
+        return False
+    try:
+        body = json.loads(case.content or b"")
+    except ValueError:
+        return False
+
+    def found(value: Any, path: tuple[str, ...]) -> bool:
+        if not path:
+            return bool(value) and not isinstance(value, dict)
+        head, rest = path[0], path[1:]
+        if head == "[]":
+            return isinstance(value, list) and any(found(item, rest) for item in value)
+        return isinstance(value, dict) and head in value and found(value[head], rest)
+
+    return any(found(body, path) for path in REPORTED_500S)
+
+
 def fuzz(target: Target, count: int, seed_value: int) -> tuple[collections.Counter[int], list[str]]:
     """Send `count` generated cases; the statuses of chat completions, and every defect found (with its request)."""
     cases = draw(case_strategy(target.spec, target.authorizations), count, seed_value)
@@ -363,9 +430,21 @@ def fuzz(target: Target, count: int, seed_value: int) -> tuple[collections.Count
             status, problem = check(client, case)
             if case.path == "/v1/chat/completions" and case.method == "POST":
                 chat[status] += 1
-            if problem is not None:
+            if problem is not None and not _reported(case, status):
                 defects.append(f"{problem}\n  from {case.describe()}")
+        settle(client)
     return chat, defects
+
+
+def settle(client: httpx.Client) -> None:
+    """Return once the proxy has finished with earlier requests, their error logs included.
+
+    The proxy's thread logs a bug's traceback right after answering it. CPython 3.11 keeps the
+    AST converter's recursion count per interpreter, not per thread, so pytest formatting a
+    failure (which parses the test file) at that moment dies with "SystemError: AST constructor
+    recursion depth mismatch". One more request, served by the same event loop, waits it out.
+    """
+    client.get("/livez")
 
 
 def test_the_spec_documents_every_request_body_and_metrics_as_text(target: Target) -> None:
@@ -410,3 +489,46 @@ def test_a_client_gone_mid_body_is_counted_as_gone_not_as_a_bug(start_proxy: Sta
         time.sleep(0.05)
     assert 'router_errors_total{code="client_disconnected"} 1.0' in metrics
     assert "internal_error" not in metrics and 'status="500"' not in metrics
+
+
+class BuggyBackend:
+    """A tier whose every call fails with a bug (not a BackendError): the proxy's last-resort 500."""
+
+    async def generate(self, messages: Sequence[Message], params: GenerationParams) -> list[Completion]:
+        raise ValueError("a bug in a backend")
+
+
+def test_after_a_bugs_500_the_clients_next_request_on_the_connection_is_answered(start_proxy: StartProxy) -> None:
+    """Found by fuzzing: uvicorn drops the connection after a bug's 500, so the next request met a reset."""
+    proxy = start_proxy(tiers=fake_tiers(fast=BuggyBackend()))
+    with httpx.Client(base_url=proxy.url, timeout=TIMEOUT_S) as client:
+        for _ in range(2):
+            broken = client.post("/v1/chat/completions", json={"model": "fast", "messages": [{"role": "user", "content": "hi"}]})
+            assert broken.status_code == 500 and broken.json()["error"]["code"] == "internal_error"
+            assert broken.headers["connection"] == "close"
+            fine = client.post("/v1/chat/completions", json={"model": "deep", "messages": [{"role": "user", "content": "hi"}]})
+            assert fine.status_code == 200
+
+
+HI: dict[str, Any] = {"model": "router", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.xfail(strict=True, reason="reported: router/server/requests.py answers 500 (AttributeError) to these")
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({**HI, "tools": [{"type": "function", "function": [1]}]}, "tools"),
+        ({**HI, "tools": [{"type": "function", "function": "lookup"}]}, "tools"),
+        ({**HI, "response_format": {"type": "json_schema", "json_schema": [1]}}, "response_format"),
+        ({**HI, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": [1]}]}]}, "messages[0].content[0]"),
+        ({**HI, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": 1.5}]}]}, "messages[0].content[0]"),
+    ],
+)
+def test_reported_defects_still_reproduce(start_module_proxy: StartProxy, body: dict[str, Any], param: str) -> None:
+    """Found by fuzzing: each should be a 400 naming the field. Today a 500 (so: xfail, strict)."""
+    proxy = start_module_proxy()
+    with httpx.Client(base_url=proxy.url, timeout=TIMEOUT_S) as client:
+        response = client.post("/v1/chat/completions", json=body)
+        settle(client)
+    assert response.status_code == 400 and shape_problem(400, response.content) is None
+    assert response.json()["error"]["param"].startswith(param)
