@@ -28,6 +28,7 @@ import collections
 import contextlib
 import json
 import math
+import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -235,12 +236,19 @@ class Tally:
 
     def reasons(self) -> collections.Counter[str]:
         """Refusals by the parameter they name (array indices folded) and code."""
-        counter: collections.Counter[str] = collections.Counter()
+        return collections.Counter(self._reason(outcome) for outcome in self.outcomes if outcome.status != 200)
+
+    def example_messages(self) -> dict[str, str]:
+        """The first error message seen for each refusal reason."""
+        messages: dict[str, str] = {}
         for outcome in self.outcomes:
             if outcome.status != 200:
-                param = _fold(str(outcome.error.get("param")))
-                counter[f"{outcome.status} {param} ({outcome.error.get('code')})"] += 1
-        return counter
+                messages.setdefault(self._reason(outcome), str(outcome.error.get("message")))
+        return messages
+
+    @staticmethod
+    def _reason(outcome: Outcome) -> str:
+        return f"{outcome.status} {_fold(str(outcome.error.get('param')))} ({outcome.error.get('code')})"
 
     def shape_defects(self) -> list[tuple[Outcome, str]]:
         found = ((outcome, shape_problem(outcome.status, outcome.content)) for outcome in self.outcomes)
@@ -248,8 +256,6 @@ class Tally:
 
 
 def _fold(param: str) -> str:
-    import re
-
     return re.sub(r"\[\d+\]", "[]", param)
 
 
@@ -358,8 +364,9 @@ def _example(outcome: Outcome) -> str:
 def report(tally: Tally, show: int, upstream: TolerantUpstream | None) -> None:
     """Print refusal reasons, examples, shape defects, and the shares last."""
     print("refusals by parameter (status param (code)):")
+    messages = tally.example_messages()
     for reason, count in tally.reasons().most_common(25):
-        print(f"  {count:5d}  {reason}")
+        print(f"  {count:5d}  {reason}: {messages[reason][:150]}")
     for kind, items in tally.by_kind().items():
         if kind != "served" and items:
             print(f"{kind}: {len(items)}; examples:")
