@@ -78,13 +78,15 @@ def _tags(values: list[str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(pairs.items()))
 
 
-def _connect(url: str | None) -> Redis:
+def _connect(url: str | None, prefix: str) -> Redis:
     import redis
+
+    from router.redis_client import sync_redis
 
     chosen = redis_url(url)
     if chosen is None:
         raise ConfigError("router keys needs Redis: pass --redis-url redis://HOST:6379/0 or set REDIS_URL.")
-    client: Redis = redis.Redis.from_url(chosen, decode_responses=True, socket_timeout=5, socket_connect_timeout=5)
+    client = sync_redis(chosen, prefix=prefix, prefix_setting="--prefix", socket_timeout=5, socket_connect_timeout=5)
     try:
         client.ping()
     except (redis.exceptions.RedisError, OSError) as error:
@@ -158,7 +160,7 @@ def create_command(
         name, rpm, admin, _tags(tag or []), daily_budget, tpm,
         parse_expiry(expires, now) if expires is not None else None, now,
     )
-    client = _connect(redis_url_)
+    client = _connect(redis_url_, prefix)
     if _find(_records(client, prefix), name):
         raise ConfigError(f"A key named '{name}' exists; revoke it, rotate it, or choose another name.")
     secret = _new_secret()
@@ -175,7 +177,7 @@ def list_command(
     prefix: PrefixOption = "router:",
 ) -> None:
     """The keys in Redis: name, id, tags, limits, expiry."""
-    records = _records(_connect(redis_url_), prefix)
+    records = _records(_connect(redis_url_, prefix), prefix)
     now = time.time()
     rows = sorted(records.items(), key=lambda item: (item[1] is None, item[1].name if item[1] else item[0]))
     if json_:
@@ -210,7 +212,7 @@ def revoke_command(
     prefix: PrefixOption = "router:",
 ) -> None:
     """Remove a key: the next request that carries it gets 401."""
-    client = _connect(redis_url_)
+    client = _connect(redis_url_, prefix)
     found = _find(_records(client, prefix), name)
     if not found:
         raise ConfigError(f"No key named (or with id) '{name}'; `router keys list` shows them.")
@@ -229,7 +231,7 @@ def rotate_command(
     prefix: PrefixOption = "router:",
 ) -> None:
     """A new secret with the same name, tags and limits; the old one stops now or after --grace."""
-    client = _connect(redis_url_)
+    client = _connect(redis_url_, prefix)
     records = _records(client, prefix)
     found = [d for d in _find(records, name) if records[d] is not None]
     if not found:

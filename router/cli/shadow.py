@@ -69,10 +69,10 @@ def shadow_command(
         _report(url, prefix, version, config, as_json)
 
 
-def _client(url: str) -> Redis:
-    from redis.asyncio import Redis  # here: redis is slow to import for every `router` call
+def _client(url: str, prefix: str) -> Redis:
+    from router.redis_client import async_redis  # here: redis is slow to import for every `router` call
 
-    return Redis.from_url(url, decode_responses=True, socket_timeout=10, socket_connect_timeout=5)
+    return async_redis(url, prefix=prefix, prefix_setting="--prefix", socket_timeout=10, socket_connect_timeout=5)
 
 
 def _start(url: str, prefix: str, candidate: Path, config: Path, sample: float, budget: float | None) -> None:
@@ -91,7 +91,7 @@ def _start(url: str, prefix: str, candidate: Path, config: Path, sample: float, 
     text = candidate.read_text(encoding="utf-8")
 
     async def go() -> str:
-        client = _client(url)
+        client = _client(url, prefix)
         try:
             return await ShadowStore(client, prefix).start(text, str(candidate.resolve()), sample, budget)
         finally:
@@ -109,7 +109,7 @@ def _stop(url: str, prefix: str) -> None:
     from router.live.shadow import ShadowStore
 
     async def go() -> str | None:
-        client = _client(url)
+        client = _client(url, prefix)
         try:
             spec = await ShadowStore(client, prefix).stop()
         finally:
@@ -129,7 +129,7 @@ def _report(url: str, prefix: str, version: str | None, config: Path, as_json: b
     from router.live.shadow_report import compare
 
     async def go() -> tuple[str, ShadowComparison]:
-        client = _client(url)
+        client = _client(url, prefix)
         try:
             store = ShadowStore(client, prefix)
             chosen = version

@@ -39,13 +39,12 @@ def worker_command(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")] = False,
 ) -> None:
     """Consume the live queue: judge sampled answers, answer explored requests with the other tiers, write verdicts."""
-    from redis.asyncio import Redis
-
     from policies import PolicyStore
     from router.execution import DefaultBackends
     from router.ledger.config import LedgerConfig
     from router.live.metrics import WorkerMetrics
     from router.live.worker import Worker, check_live_config
+    from router.redis_client import async_redis
 
     configure_logging(verbose)
     url = redis_url(redis)
@@ -62,7 +61,7 @@ def worker_command(
     name = consumer or f"{socket.gethostname()}-{os.getpid()}"
 
     async def main() -> None:
-        client = Redis.from_url(url, decode_responses=True, socket_timeout=30, socket_connect_timeout=2)
+        client = async_redis(url, prefix=prefix, prefix_setting="--prefix", socket_timeout=30, socket_connect_timeout=2)
         backends = DefaultBackends()
         worker = Worker(
             client, lambda: store.policy, backends, ledger, consumer=name, concurrency=concurrency,

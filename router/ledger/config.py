@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.errors import ConfigError
+from router.redis_client import URL_HELP, mask_url, require_slot_prefix, topology
 
 DEFAULT_PREFIX = "router:"
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by `***`, fit for logs and reprs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}{port}", parts.path, parts.query, parts.fragment))
+# Where operators set the key prefix, for messages that ask them to change it.
+PREFIX_SETTING = "the key prefix (ROUTER_REDIS_PREFIX, --prefix or ledger.key_prefix)"
 
 
 class LedgerConfig(BaseModel):
@@ -51,11 +42,17 @@ class LedgerConfig(BaseModel):
     def _check_url(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(
-                f"must be a redis://, rediss:// or unix:// URL such as redis://127.0.0.1:6379/0 (got {mask_url(value)!r})"
-            )
+        try:
+            topology(value)
+        except ConfigError:
+            raise ValueError(f"must be {URL_HELP} (got {mask_url(value)!r})") from None
         return value
+
+    @model_validator(mode="after")
+    def _check_prefix(self) -> LedgerConfig:
+        if self.redis_url is not None:
+            require_slot_prefix(self.redis_url, self.key_prefix, PREFIX_SETTING)
+        return self
 
     def __repr_args__(self) -> Any:
         for name, value in super().__repr_args__():

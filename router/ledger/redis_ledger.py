@@ -18,19 +18,18 @@ from itertools import islice
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from router.ledger.config import LedgerConfig
+from router.ledger.config import PREFIX_SETTING, LedgerConfig
 from router.ledger.counts import STAT_NAMES
 from router.ledger.entry import LedgerEntry
 from router.ledger.entry import AppCap
 from router.ledger.keys import LedgerKeys
 from router.ledger.scripts import FEEDBACK_LUA, RECORD_LUA, Call, feedback_call, try_record_call
+from router.redis_client import async_redis
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +44,15 @@ NO_REDIS = (
 )
 
 
-def redis_client(url: str, timeout_s: float) -> aioredis.Redis:
+def redis_client(url: str, timeout_s: float, prefix: str) -> aioredis.Redis:
     """An asyncio client that fails fast: the ledger's own queue does the retrying."""
-    return aioredis.Redis.from_url(
+    return async_redis(
         url,
-        decode_responses=True,
+        prefix=prefix,
+        prefix_setting=PREFIX_SETTING,
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
-        retry=Retry(NoBackoff(), 0),
+        no_retry=True,
     )
 
 
@@ -76,7 +76,7 @@ class RedisLedger:
     def _redis(self) -> aioredis.Redis:
         if self._client is None:
             assert self.config.redis_url is not None  # checked in __init__
-            self._client = redis_client(self.config.redis_url, self.config.timeout_s)
+            self._client = redis_client(self.config.redis_url, self.config.timeout_s, self.config.key_prefix)
         if not self._scripts:
             self._scripts = {
                 "record": self._client.register_script(RECORD_LUA),

@@ -16,12 +16,13 @@ import redis
 from redis.exceptions import RedisError
 
 from core.errors import ConfigError
-from router.ledger.config import LedgerConfig
+from router.ledger.config import PREFIX_SETTING, LedgerConfig
 from router.ledger.counts import MICRO, Counts
 from router.ledger.entry import VERDICT_SOURCES, LedgerEntry, StoredRecord, entry_from_dict, source_rank
 from router.ledger.entry import AppCap
 from router.ledger.keys import Dimension, LedgerKeys
 from router.ledger.scripts import FEEDBACK_LUA, RECORD_LUA, feedback_call, record_call
+from router.redis_client import sync_redis
 
 PAGE = 1000
 # Records reach the stream up to this long after their timestamp (a proxy flushing its outage
@@ -41,8 +42,12 @@ class SyncRedisLedger:
         self.config = config
         self._keys = LedgerKeys(config.key_prefix)
         self._apps = AppCap(config.max_apps)
-        self._client = client or redis.Redis.from_url(
-            config.redis_url or "", decode_responses=True, socket_timeout=10, socket_connect_timeout=config.timeout_s * 4
+        self._client = client or sync_redis(
+            config.redis_url or "",
+            prefix=config.key_prefix,
+            prefix_setting=PREFIX_SETTING,
+            socket_timeout=10,
+            socket_connect_timeout=config.timeout_s * 4,
         )
         self._record_script = self._client.register_script(RECORD_LUA)
         self._feedback_script = self._client.register_script(FEEDBACK_LUA)

@@ -27,6 +27,7 @@ from router.execution import BackendProvider, Executor
 from router.ledger import Ledger
 from router.live.loop import build_live_loop
 from router.ratelimit import Limiter, LocalLimiter, RedisLimiter
+from router.redis_client import async_redis
 from router.redis_guard import RedisGuard
 from router.server.metrics import RouterMetrics
 from router.server.readiness import WorkerReadiness
@@ -121,18 +122,15 @@ class Runtime:
     async def start(self) -> None:
         """Open connections and begin loading models in the background."""
         if self.settings.redis_url is not None:
-            from redis.asyncio import Redis
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
             # Requests bound each call by server.redis.timeout_s (router.redis_guard); the socket
             # timeouts bound everything else, and redis-py's own retries would only multiply both.
-            self.redis = Redis.from_url(
+            self.redis = async_redis(
                 self.settings.redis_url.get_secret_value(),
-                decode_responses=True,
+                prefix=self.settings.redis_prefix,
+                prefix_setting="ROUTER_REDIS_PREFIX",
                 socket_timeout=REDIS_SOCKET_TIMEOUT_S,
                 socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
-                retry=Retry(NoBackoff(), 0),
+                no_retry=True,
             )
             self.limiter = RedisLimiter(
                 self.redis, self.settings.redis_prefix, config=self._redis_config, guard=self.redis_guard
