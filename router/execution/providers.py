@@ -44,6 +44,8 @@ class DefaultBackends:
         self._passthrough: OrderedDict[tuple[object, ...], Backend] = OrderedDict()
         self._closing: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
+        # Its own lock: a pass-through build must not wait behind a local model loading for a tier.
+        self._passthrough_lock = asyncio.Lock()
         self._loader: LocalModelLoader | None = None
 
     @staticmethod
@@ -81,13 +83,18 @@ class DefaultBackends:
         key = (model, config.api_base, config.api_key_env, config.price)
         backend = self._passthrough.get(key)
         if backend is None:
-            backend = await asyncio.to_thread(self._build_passthrough, model, config)
-            self._passthrough[key] = backend
-            while len(self._passthrough) > self._max_passthrough:
-                _, evicted = self._passthrough.popitem(last=False)
-                self._close_later(evicted)
-        else:
-            self._passthrough.move_to_end(key)
+            # Under the lock, checked again: concurrent first requests each built a backend, and
+            # all but the one kept were never closed (their connection pools leaked).
+            async with self._passthrough_lock:
+                backend = self._passthrough.get(key)
+                if backend is None:
+                    backend = await asyncio.to_thread(self._build_passthrough, model, config)
+                    self._passthrough[key] = backend
+                    while len(self._passthrough) > self._max_passthrough:
+                        _, evicted = self._passthrough.popitem(last=False)
+                        self._close_later(evicted)
+                    return backend
+        self._passthrough.move_to_end(key)
         return backend
 
     def _close_later(self, backend: Backend) -> None:

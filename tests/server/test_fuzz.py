@@ -5,19 +5,22 @@ operation, bodies valid by its schema (the chat body is OpenAI's request, bench/
 the same bodies mutated (a key dropped, a value of the wrong type, an unknown key, a hostile
 literal: a 5,000-digit integer, NaN, a lone surrogate escape, deep nesting, a NUL), other JSON
 roots, bytes that are no JSON, other content types, wrong methods and unknown paths. They go to
-a real proxy (uvicorn) whose tiers and pass-through models call the test upstream over HTTP,
-streamed or not as the body says. Every request is bounded (`TIMEOUT_S`; a hang fails), so the
-run's time is bounded by the count. The default suite sends a few hundred; the slow suite
-(`-m slow`) 6,000.
+two real proxies (uvicorn; one open, one with API keys, budgets, sessions and Redis) whose tiers
+and pass-through models call the test upstream over HTTP, streamed or not as the body says.
+Every request is bounded (`TIMEOUT_S`; a hang fails), so the run's time is bounded by the count.
+The default suite sends 400 (200 a proxy); the slow suite (`-m slow`) 8,000, 2,000 of them 16
+at a time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import socket
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,9 +32,12 @@ import redis
 from hypothesis import strategies as st
 
 from bench.conformance import ANY_JSON, IMAGE_URLS, TolerantUpstream, draw, shape_problem, strategy_for
+from policies.schema import Passthrough
 from router.auth import key_digest
+from router.execution import DefaultBackends
 from tests.server.conftest import REDIS_URL, Proxy, StartProxy
 from tests.server.support import ServerThread, fake_tiers
+from tests.server.upstream import Upstream
 from core.llm import Completion, GenerationParams, Message
 from collections.abc import Sequence
 
@@ -421,18 +427,26 @@ def _reported(case: Case, status: int) -> bool:
     return any(found(body, path) for path in REPORTED_500S)
 
 
-def fuzz(target: Target, count: int, seed_value: int) -> tuple[collections.Counter[int], list[str]]:
-    """Send `count` generated cases; the statuses of chat completions, and every defect found (with its request)."""
+def fuzz(
+    target: Target, count: int, seed_value: int, concurrency: int = 1
+) -> tuple[collections.Counter[int], list[str]]:
+    """Send `count` generated cases, `concurrency` at a time; chat completions' statuses, and every defect found.
+
+    Concurrent cases share the classifier's batches, the tiers' connection pools and Redis: one
+    request must never fail another.
+    """
     cases = draw(case_strategy(target.spec, target.authorizations), count, seed_value)
     defects, chat = [], collections.Counter[int]()
-    with httpx.Client(base_url=target.proxy.url, timeout=TIMEOUT_S) as client:
-        for case in cases:
-            status, problem = check(client, case)
-            if case.path == "/v1/chat/completions" and case.method == "POST":
-                chat[status] += 1
-            if problem is not None and not _reported(case, status):
-                defects.append(f"{problem}\n  from {case.describe()}")
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    with httpx.Client(base_url=target.proxy.url, timeout=TIMEOUT_S, limits=limits) as client:
+        with ThreadPoolExecutor(concurrency) as pool:
+            results = list(pool.map(lambda case: (case, *check(client, case)), cases))
         settle(client)
+    for case, status, problem in results:
+        if case.path == "/v1/chat/completions" and case.method == "POST":
+            chat[status] += 1
+        if problem is not None and not _reported(case, status):
+            defects.append(f"{problem}\n  from {case.describe()}")
     return chat, defects
 
 
@@ -466,10 +480,10 @@ def test_fuzzing_the_spec_gives_no_5xx_and_only_openai_shaped_errors(target: Tar
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed_value", [11, 12, 13])
-def test_fuzzing_the_spec_at_length(target: Target, seed_value: int) -> None:
-    """3 seeds x 1,000 cases x 2 proxies: 6,000 requests."""
-    chat, defects = fuzz(target, 1_000, seed_value)
+@pytest.mark.parametrize(("seed_value", "concurrency"), [(11, 1), (12, 1), (13, 1), (14, 16)])
+def test_fuzzing_the_spec_at_length(target: Target, seed_value: int, concurrency: int) -> None:
+    """4 seeds x 1,000 cases x 2 proxies: 8,000 requests, one seed's 16 at a time."""
+    chat, defects = fuzz(target, 1_000, seed_value, concurrency)
     assert not defects, f"{len(defects)} of 1000:\n" + "\n".join(defects[:10])
     assert chat[200] >= 100 and chat[400] >= 100, chat
 
@@ -532,3 +546,21 @@ def test_reported_defects_still_reproduce(start_module_proxy: StartProxy, body: 
         settle(client)
     assert response.status_code == 400 and shape_problem(400, response.content) is None
     assert response.json()["error"]["param"].startswith(param)
+
+
+def test_concurrent_first_requests_for_a_passthrough_model_share_one_backend(
+    upstream: tuple[Upstream, str],
+) -> None:
+    """Found by fuzzing 16 at a time: each built its own backend, all but one never closed ("Unclosed client session")."""
+    _, url = upstream
+    backends = DefaultBackends(direct_http=True)
+    config = Passthrough(models=["up-*"], api_base=url)
+
+    async def first_requests() -> set[int]:
+        try:
+            built = await asyncio.gather(*(backends.for_passthrough("up-model", config) for _ in range(16)))
+            return {id(backend) for backend in built}
+        finally:
+            await backends.aclose()
+
+    assert len(asyncio.run(first_requests())) == 1
