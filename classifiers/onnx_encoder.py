@@ -105,6 +105,8 @@ class OnnxEncoder:
         return self.info.dim
 
     def _load(self) -> tuple[Any, Tokenizer]:
+        if self._session is not None and self._tokenizer is not None:
+            return self._session, self._tokenizer  # loaded: no lock on the hot path
         with self._load_lock:
             if self._session is None or self._tokenizer is None:
                 try:
