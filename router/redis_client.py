@@ -66,7 +66,7 @@ def require_slot_prefix(url: str, prefix: str, setting: str) -> None:
     if topology(url) == "cluster" and hash_tag(prefix) is None:
         raise ConfigError(
             f"{setting} is {prefix!r}, which has no hash tag; with the Redis Cluster URL {mask_url(url)!r} each "
-            f"request's keys must share one slot. Set {setting} to a prefix with a hash tag, such as "
+            f"request's keys must share one slot. Set it to a prefix with a hash tag, such as "
             "'{router}:' (keys written under the old prefix stay where they are)."
         )
 

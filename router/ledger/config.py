@@ -11,7 +11,7 @@ from router.redis_client import URL_HELP, mask_url, require_slot_prefix, topolog
 
 DEFAULT_PREFIX = "router:"
 # Where operators set the key prefix, for messages that ask them to change it.
-PREFIX_SETTING = "the key prefix (ROUTER_REDIS_PREFIX, --prefix or ledger.key_prefix)"
+PREFIX_SETTING = "the key prefix (ROUTER_REDIS_PREFIX for the proxy, --prefix for the CLI)"
 
 
 class LedgerConfig(BaseModel):

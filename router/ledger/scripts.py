@@ -63,7 +63,9 @@ return 1
 # counted with the first. Aggregates that expired meanwhile are left alone (never recreated
 # without their TTL). The verdict is also appended to the stream, so that reading the stream
 # alone gives every record with its latest verdict, however old. The aggregate key names are
-# rebuilt here exactly as keys.py builds them (tests/ledger check that they agree).
+# rebuilt here exactly as keys.py builds them (tests/ledger check that they agree). They are not in
+# KEYS, so on a Redis Cluster they are reachable only because the prefix's hash tag puts them in the
+# request hash's slot (router/redis_client.py refuses a cluster URL with a prefix lacking one).
 FEEDBACK_LUA = """
 local h = redis.call('HMGET', KEYS[1], 't', 'p', 'a', 'd', 'c', 'v', 'vr', 'k')
 if not h[1] then return 0 end

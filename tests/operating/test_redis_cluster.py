@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from pydantic import SecretStr
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from typer.testing import CliRunner
@@ -37,8 +38,10 @@ from router.ledger.report import record_counts
 from router.ledger.scripts import record_call
 from router.live.queue import JobQueue
 from router.redis_client import async_redis, hash_tag, parse_sentinel_url, sync_redis, topology
+from router.server import ServerSettings, create_app
 from tests.ledger.support import make_entry
 from tests.server.conftest import Proxy, StartProxy
+from tests.server.support import write_policy
 
 runner = CliRunner()
 REDIS_KEYS = "server:\n  redis_api_keys: true\n"
@@ -256,7 +259,7 @@ def test_the_live_queue_on_a_cluster(cluster_url: str, prefix: str) -> None:
     assert [json.loads(p)["job"] for p in asyncio.run(scenario())] == [1, 2]
 
 
-def test_a_cluster_url_with_a_prefix_without_hash_tag_is_refused(cluster_url: str) -> None:
+def test_a_cluster_url_with_a_prefix_without_hash_tag_is_refused(cluster_url: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"ROUTER_REDIS_PREFIX is 'router:', which has no hash tag.*'\{router\}:'"):
         async_redis(cluster_url, prefix="router:", prefix_setting="ROUTER_REDIS_PREFIX", socket_timeout=1,
                     socket_connect_timeout=1)
@@ -264,6 +267,12 @@ def test_a_cluster_url_with_a_prefix_without_hash_tag_is_refused(cluster_url: st
         LedgerConfig(redis_url=cluster_url, key_prefix="router:")
     with pytest.raises(ConfigError, match="no hash tag"):
         LedgerConfig(redis_url="redis://127.0.0.1:7000/?cluster=true", key_prefix="{}:router:")  # empty tag
+    settings = ServerSettings(
+        config=write_policy(tmp_path / "router.yaml", upstream="http://127.0.0.1:9/v1"), redis_url=SecretStr(cluster_url),
+        redis_prefix="router:",
+    )
+    with pytest.raises(ConfigError, match=r"ROUTER_REDIS_PREFIX for the proxy.*no hash tag"):
+        create_app(settings)  # `router serve` stops here, before it loads a model
     result = runner.invoke(app, ["keys", "list", "--redis-url", cluster_url, "--prefix", "router:"])
     assert result.exit_code != 0 and "--prefix is 'router:', which has no hash tag" in result.output
     LedgerConfig(redis_url="redis://127.0.0.1:6379/0", key_prefix="router:")  # one Redis: any prefix, as before
