@@ -36,9 +36,14 @@ from router.ledger.entry import AppCap
 from router.ledger.keys import LedgerKeys
 from router.ledger.report import record_counts
 from router.ledger.scripts import record_call
+from policies.schema import RedisConfig
 from router.live.queue import JobQueue
+from router.live.shadow import ShadowRow, ShadowStore
+from router.live.verdicts import VerdictWriter
 from router.redis_client import async_redis, hash_tag, parse_sentinel_url, sync_redis, topology
+from router.redis_guard import RedisGuard
 from router.server import ServerSettings, create_app
+from router.server.sessions import Pin, RedisPins
 from tests.ledger.support import make_entry
 from tests.server.conftest import Proxy, StartProxy
 from tests.server.support import write_policy
@@ -257,6 +262,40 @@ def test_the_live_queue_on_a_cluster(cluster_url: str, prefix: str) -> None:
         return [delivery.payload for delivery in delivered]
 
     assert [json.loads(p)["job"] for p in asyncio.run(scenario())] == [1, 2]
+
+
+def test_verdicts_spend_shadowing_and_session_pins_on_a_cluster(cluster_url: str, prefix: str, cluster: RedisCluster) -> None:
+    """The worker's scripts and transactions (each touching several keys) and the proxy's session pins."""
+    config = LedgerConfig(redis_url=cluster_url, key_prefix=prefix)
+    row = ShadowRow("req-1", time.time(), "fast", 0.001, 1.0, "strong", 0.004, 1.0, same_plan=False)
+
+    async def scenario() -> tuple[list[int], float, list[ShadowRow], bool, Pin | None]:
+        client = async_redis(cluster_url, prefix=prefix, prefix_setting="test", socket_timeout=5, socket_connect_timeout=5)
+        writer = VerdictWriter(client, config)
+        assert await writer.record(make_entry(1, tier="strong"))
+        verdicts = [await writer.verdict("req-1", "strong", 1.0, "judge"), await writer.verdict("req-1", "strong", 0.0, "judge")]
+        await writer.spend("grading", 0.25)
+        spent = await writer.spent_today("grading")
+        shadow = ShadowStore(client, prefix)
+        version = await shadow.start("policy: text", "candidate.yaml", 0.5, 1.0)
+        await shadow.save_work(version, "req-1", live={"tier": "fast"})
+        assert await shadow.add_row(version, row) and not await shadow.add_row(version, row)
+        rows, work_left = await shadow.rows(version), bool(await shadow.work(version, "req-1"))
+        pins = RedisPins(client, prefix, RedisGuard(), RedisConfig)
+        await pins.pin("conversation", "fast", 0.2, ("fast", "strong"), 60)
+        await pins.pin("conversation", "strong", 0.9, ("fast", "strong"), 60)  # escalates the conversation
+        pin = await pins.pin("conversation", "fast", 0.1, ("fast", "strong"), 60)
+        await client.aclose()
+        return verdicts, spent, rows, work_left, pin
+
+    verdicts, spent, rows, work_left, pin = asyncio.run(scenario())
+    assert verdicts[0] > 0 and verdicts[1] == -1  # the second judge verdict of the same request is a duplicate
+    assert spent == pytest.approx(0.25) and rows == [row] and not work_left
+    assert pin == Pin("strong", 0.2, True)  # held at the escalated tier, with the first turn's difficulty
+    reader = SyncRedisLedger(config)
+    assert reader.aggregates("tier")["strong"].graded == 1
+    reader.close()
+    assert len(_one_slot(cluster, _keys_under(cluster, prefix))) == 1
 
 
 def test_a_cluster_url_with_a_prefix_without_hash_tag_is_refused(cluster_url: str, tmp_path: Path) -> None:
