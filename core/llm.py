@@ -102,8 +102,8 @@ class GenerationParams:
             raise ConfigError(f"generation.max_tokens: must be an integer >= 1 (got {self.max_tokens!r}).")
         if not 0.0 <= self.temperature <= 2.0:
             raise ConfigError(f"generation.temperature: must be between 0 and 2 (got {self.temperature!r}).")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ConfigError(f"generation.top_p: must be in (0, 1] (got {self.top_p!r}).")
+        if not 0.0 <= self.top_p <= 1.0:
+            raise ConfigError(f"generation.top_p: must be in [0, 1] (got {self.top_p!r}).")
         if not self.timeout_s > 0:
             raise ConfigError(f"generation.timeout_s: must be > 0 seconds (got {self.timeout_s!r}).")
         if isinstance(self.stop, str) or any(not isinstance(s, str) or not s for s in self.stop):

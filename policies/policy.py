@@ -364,6 +364,32 @@ class Policy:
         decision = self.forced(tier, query)
         return replace(decision, rule=SESSION_PIN_RULE, reasons=(reason,), difficulty=difficulty)
 
+    def with_vision(self, decision: Decision) -> Decision | None:
+        """`decision` moved to a tier that takes images (`vision: true`), or None when no tier does.
+
+        The nearest such tier at or above the decided one in cost is taken (the classifier's
+        judgement of the text stands, and images never make an answer cheaper), else the dearest below.
+        """
+        if self._plans[decision.tier].config.vision:
+            return decision
+        order = self._by_cost
+        position = order.index(decision.tier)
+        above = [name for name in order[position:] if self._plans[name].config.vision]
+        below = [name for name in reversed(order[:position]) if self._plans[name].config.vision]
+        if not above and not below:
+            return None
+        name = (above or below)[0]
+        plan = self._plans[name]
+        return replace(
+            decision,
+            tier=name,
+            strategy=plan.config.strategy,
+            expected_cost_usd=plan.cost(decision.prompt_tokens),
+            reasons=(*decision.reasons, f"the request holds images: tier '{name}' is the nearest that takes them"),
+            fallbacks=plan.fallbacks,
+            escalation=plan.escalation,
+        )
+
     def passthrough(self, model: str, query: str) -> Decision:
         """The decision for a model forwarded untouched: one direct call, then the pass-through fallbacks."""
         config = self._config.server.passthrough

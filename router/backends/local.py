@@ -229,7 +229,7 @@ class LocalBackend:
         params = job.params
         tokenizer, model = self.model.tokenizer, self.model.model
         prompt = self._prompt_ids(job.messages)
-        sample = params.temperature > 0
+        sample = params.temperature > 0 and params.top_p > 0  # top_p 0 keeps only the likeliest token: greedy
         # Greedy decoding gives n identical answers: compute one and copy it at no extra cost.
         draws = params.n if sample else 1
         options: dict[str, Any] = {

@@ -15,6 +15,7 @@ first piece; after that the client has text and an error ends it.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -120,7 +121,7 @@ class RequestOptions:
 
 
 # Request fields whose answers cannot be voted on as text: a multi-sample tier answers with one call.
-SINGLE_SAMPLE_FIELDS = ("tools", "response_format")
+SINGLE_SAMPLE_FIELDS = ("tools", "functions", "response_format")
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +252,9 @@ class Executor:
                 target = await self._target(policy, name, options, decision.upstream_model)
                 live = await self._open(target, messages, options) if stream else None
                 result: ExecutionResult | LiveStream = live or await self._run(policy, target, messages, options)
+            except asyncio.CancelledError as cancelled:  # the client left: what was paid still counts
+                cancelled.spent_calls = (*paid, *_staged(spent_calls(cancelled), name))  # type: ignore[attr-defined]
+                raise
             except BackendError as error:
                 errors.append(f"{self._label(name)}: {error}")
                 paid.extend(spent_calls(error))

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
@@ -26,7 +27,7 @@ from policies.policy import Decision, Policy
 from core.names import ROUTER_MODELS
 from router import tracing
 from router.auth import Principal
-from core.errors import LimitExceeded, ModelNotFound
+from core.errors import InvalidRequest, LimitExceeded, ModelNotFound
 from router.execution import ExecutionResult, LiveStream, passthrough_allowed
 from router.ledger.entry import LedgerEntry
 from router.ratelimit import Rate
@@ -42,11 +43,16 @@ T = TypeVar("T")
 CLIENT_CLOSED = 499  # nginx's code for "client closed request"; nobody reads it, metrics do
 
 
-class Disconnected:
-    """Returned instead of a result when the client went away (the work was cancelled)."""
+class Disconnected(Exception):
+    """Returned instead of a result when the client went away (the work was cancelled).
 
+    An exception type only so that the account reads its `spent_calls` (calls finished before the
+    cancel) like any failure's; it is returned, never raised.
+    """
 
-DISCONNECTED = Disconnected()
+    def __init__(self, spent_calls: tuple[object, ...] = ()) -> None:
+        super().__init__("the client disconnected")
+        self.spent_calls = spent_calls
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T | Disconnected:
@@ -65,10 +71,10 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T | Disc
     watcher = asyncio.ensure_future(watch())
     try:
         return await work
-    except asyncio.CancelledError:
+    except asyncio.CancelledError as cancelled:
         if gone:
             task.uncancel()
-            return DISCONNECTED
+            return Disconnected(getattr(cancelled, "spent_calls", ()))
         raise
     finally:
         watcher.cancel()
@@ -201,10 +207,14 @@ class ChatPipeline:
                 decision = policy.decide(chat.conversation, difficulty, metadata, model)
             session = await self.sessions.route(policy, decision, headers or {}, principal.name, chat.messages, chat.conversation)
             decision = session.decision if session is not None else decision
+            if chat.options.images:
+                decision = _with_vision(policy, decision)
         elif forced:
             decision = policy.forced(model, chat.conversation)
         else:
             decision = policy.passthrough(model, chat.conversation)
+        if chat.options.n > 1:  # n answers cost n times one
+            decision = dataclasses.replace(decision, expected_cost_usd=decision.expected_cost_usd * chat.options.n)
         verdict = policy.apply_budget(decision, spent)
         if not verdict.allowed:
             raise LimitExceeded(f"Budget: {verdict.reason}.", code="budget_exceeded")
@@ -212,7 +222,7 @@ class ChatPipeline:
         if daily is not None:
             # The worst case, not the expected cost: concurrent requests then cannot overshoot the budget
             # by more than the prompt-token estimate's error (docs/proxy.md, "Budgets under concurrency").
-            worst = policy.worst_case_cost(plan.decision, chat.options.max_tokens)
+            worst = policy.worst_case_cost(plan.decision, chat.options.max_tokens) * chat.options.n
             await runtime.limiter.reserve(principal.name, worst, daily)
             plan.reserved_usd, plan.budgeted = worst, True
         return plan
@@ -271,4 +281,16 @@ class ChatPipeline:
         with tracing.span("router.ledger.record"):
             await runtime.ledger.record(entry)
         if isinstance(outcome, ExecutionResult) and status == "ok":
-            await runtime.live.after_request(entry, plan.chat.messages, outcome.text)
+            await runtime.live.after_request(entry, plan.chat.messages, outcome.text, metadata=plan.metadata)
+
+
+def _with_vision(policy: Policy, decision: Decision) -> Decision:
+    """A routed request with images goes to a tier that takes them; with none configured, a 400 says so."""
+    moved = policy.with_vision(decision)
+    if moved is None:
+        raise InvalidRequest(
+            "messages: the request holds images, and no tier of this router takes images; add `vision: true` "
+            "to a tier in router.yaml whose model reads images, or send text only.",
+            param="messages", code="unsupported_content",
+        )
+    return moved

@@ -23,10 +23,10 @@ from typing import Any
 from starlette.requests import Request
 
 from core.errors import InvalidRequest
-from core.llm import REASONING_EFFORTS, Message
+from core.llm import REASONING_EFFORTS, Message, ReasoningEffort
 from router.execution import RequestOptions
 
-ROLES = ("system", "developer", "user", "assistant", "tool")
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 # Fields the proxy itself owns: never forwarded as sent (the model is renamed, messages and the
 # stream settings are rebuilt by the backend, which needs usage in every stream to account it).
 OWNED = frozenset({"model", "messages", "stream", "stream_options"})
@@ -41,6 +41,8 @@ FORWARDED = frozenset(
         "presence_penalty", "frequency_penalty", "logit_bias", "user", "service_tier", "store",
         "prompt_cache_key", "prompt_cache_retention", "prompt_cache_options", "safety_identifier", "prediction",
         "verbosity", "web_search_options", "modalities", "moderation",
+        # OpenAI's deprecated function calling still works upstream: forwarded like tools.
+        "functions", "function_call",
     }
 )
 # Values that change nothing, which tiers are not sent (OpenAI itself refuses `tools: []`).
@@ -55,17 +57,17 @@ NEUTRAL: Mapping[str, tuple[Any, ...]] = {
     "modalities": (["text"],),
 }
 REFUSED: Mapping[str, str] = {
-    "functions": "`functions` is OpenAI's deprecated form; send `tools` (type function) instead.",
-    "function_call": "`function_call` is OpenAI's deprecated form; send `tool_choice` instead.",
     "audio": "audio output is not served by this router; remove `audio` and ask for text.",
 }
-MESSAGE_KEYS = frozenset({"role", "content", "name", "refusal", "tool_calls", "tool_call_id"})
+# `audio` on an assistant turn points at an earlier audio answer; `function_call` is the deprecated
+# form of tool_calls: both go upstream in the message's own form.
+MESSAGE_KEYS = frozenset({"role", "content", "name", "refusal", "tool_calls", "tool_call_id", "function_call", "audio"})
 PART_TYPES = ("text", "image_url", "refusal")
 TOOL_CHOICES = ("none", "auto", "required")
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 MAX_STOP = 4
 MAX_METADATA = 16
-MAX_N = 16  # a client's n multiplies the tier's own samples: bounded
+MAX_N = 128  # OpenAI's own limit; budgets reserve n times a request's worst case
 MAX_METADATA_KEY = 64  # OpenAI's limits on metadata
 MAX_METADATA_VALUE = 512
 
@@ -206,20 +208,25 @@ def parse_chat_request(body: Any, *, max_tokens_limit: int, max_messages: int) -
         )
     forwarded = _forwarded(present)
     effort = present.get("reasoning_effort")
-    if effort is not None and effort not in REASONING_EFFORTS:
+    if effort is not None and not isinstance(effort, str):
         raise InvalidRequest(
-            f"reasoning_effort: must be one of {', '.join(REASONING_EFFORTS)} (got {effort!r}).",
-            param="reasoning_effort", code="invalid_value",
+            f"reasoning_effort: must be a string such as {', '.join(REASONING_EFFORTS)}.",
+            param="reasoning_effort", code="invalid_type",
         )
+    known: ReasoningEffort | None = None
+    if effort in REASONING_EFFORTS:
+        known = effort  # type: ignore[assignment]  # checked against the Literal's values just above
+    elif effort is not None:  # a level this router does not know (a provider's newer one): sent as given
+        forwarded["reasoning_effort"] = effort
     return ChatRequest(
         model=model.strip(),
         messages=messages,
         options=RequestOptions(
             max_tokens=_max_tokens(present, max_tokens_limit),
             temperature=_number(present, "temperature", 0.0, 2.0, closed_low=True),
-            top_p=_number(present, "top_p", 0.0, 1.0, closed_low=False),
+            top_p=_number(present, "top_p", 0.0, 1.0, closed_low=True),
             stop=_stop(present.get("stop")),
-            reasoning_effort=effort,
+            reasoning_effort=known,
             n=n,
             forwarded=forwarded,
             sent={key: value for key, value in body.items() if key not in OWNED},
@@ -250,10 +257,10 @@ def _forwarded(present: Mapping[str, Any]) -> dict[str, Any]:
     bias = present.get("logit_bias")
     if bias is not None and (
         not isinstance(bias, dict)
-        or any(isinstance(v, bool) or not isinstance(v, int | float) or not -100 <= v <= 100 for v in bias.values())
+        or any(isinstance(v, bool) or not isinstance(v, int | float) for v in bias.values())
     ):
         raise InvalidRequest(
-            "logit_bias: must be an object of token ids to numbers between -100 and 100.",
+            "logit_bias: must be an object of token ids to numbers (the upstream takes -100 to 100).",
             param="logit_bias", code="invalid_value",
         )
     modalities = present.get("modalities")
@@ -337,14 +344,7 @@ def _message(item: Any, where: str) -> tuple[Message, bool]:
             f"{where}: must be an object with `role` and `content`, not {_json_type(item)}.", param=where, code="invalid_type"
         )
     role = item.get("role")
-    if role == "function" or item.get("function_call") is not None:
-        name = f"{where}.role" if role == "function" else f"{where}.function_call"
-        raise InvalidRequest(
-            f"{name}: `function` messages and `function_call` are OpenAI's deprecated forms; send `tool` "
-            "messages (with tool_call_id) and assistant `tool_calls` instead.",
-            param=name, code="unsupported_parameter",
-        )
-    extra = sorted(set(item) - MESSAGE_KEYS - {"function_call"})
+    extra = sorted(set(item) - MESSAGE_KEYS)
     if extra:
         raise InvalidRequest(f"{where}.{extra[0]}: is not a message field; remove it.", param=f"{where}.{extra[0]}", code="unknown_parameter")
     if not isinstance(role, str) or role not in ROLES:
@@ -367,8 +367,9 @@ def _message(item: Any, where: str) -> tuple[Message, bool]:
             f"{where}.tool_call_id: a tool message needs the id of the tool call it answers.",
             param=f"{where}.tool_call_id", code="missing_required_parameter",
         )
-    # An assistant turn may be only tool calls (or a refusal): its content can be null.
-    optional = role == "assistant" and (bool(tool_calls) or item.get("refusal") is not None)
+    # An assistant turn's content may be null (tool or function calls, audio, a refusal: OpenAI's schema
+    # allows it on every assistant turn), and so may a function result's.
+    optional = role in ("assistant", "function")
     text, image = _content(item.get("content"), f"{where}.content", optional)
     message = Message(role=role, content=text)
     if set(item) != {"role", "content"} or not isinstance(item.get("content"), str):
@@ -412,18 +413,12 @@ def _content(value: Any, where: str, optional: bool) -> tuple[str, bool]:
         raise InvalidRequest(f"{where}: is required: the message's text.", param=where, code="missing_required_parameter")
     if not isinstance(value, str):
         raise InvalidRequest(f"{where}: must be a string, not {_json_type(value)}.", param=where, code="invalid_type")
-    if not value.strip() and not optional:
-        raise InvalidRequest(f"{where}: must not be empty; send the message's text.", param=where, code="invalid_value")
     return value, False
 
 
 def _max_tokens(present: Mapping[str, Any], limit: int) -> int | None:
-    values = {key: present[key] for key in ("max_tokens", "max_completion_tokens") if key in present}
-    if len(values) == 2 and values["max_tokens"] != values["max_completion_tokens"]:
-        raise InvalidRequest(
-            "max_tokens and max_completion_tokens disagree; send only one of them.",
-            param="max_completion_tokens", code="invalid_value",
-        )
+    # max_completion_tokens replaced max_tokens: when both are sent, it is the one that counts.
+    values = {key: present[key] for key in ("max_completion_tokens", "max_tokens") if key in present}
     for key in values:
         number = _int(present, key, None, 1)
         if number is not None and number > limit:
@@ -485,15 +480,11 @@ def _stop(value: Any) -> tuple[str, ...]:
     if value is None:
         return ()
     stops = [value] if isinstance(value, str) else value
-    if (
-        not isinstance(stops, list)
-        or len(stops) > MAX_STOP
-        or any(not isinstance(s, str) or not s for s in stops)
-    ):
+    if not isinstance(stops, list) or len(stops) > MAX_STOP or any(not isinstance(s, str) for s in stops):
         raise InvalidRequest(
-            f"stop: must be a non-empty string or a list of up to {MAX_STOP} non-empty strings.", param="stop", code="invalid_value"
+            f"stop: must be a string or a list of up to {MAX_STOP} strings.", param="stop", code="invalid_value"
         )
-    return tuple(stops)
+    return tuple(s for s in stops if s)  # an empty stop string stops nothing
 
 
 def _metadata(value: Any) -> dict[str, str]:

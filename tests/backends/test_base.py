@@ -18,7 +18,7 @@ from core.errors import ConfigError
         ({"max_tokens": 0}, "generation.max_tokens"),
         ({"temperature": -0.1}, "generation.temperature"),
         ({"temperature": 2.5}, "generation.temperature"),
-        ({"top_p": 0.0}, "generation.top_p"),
+        ({"top_p": -0.1}, "generation.top_p"),
         ({"timeout_s": 0}, "generation.timeout_s"),
         ({"stop": "\n"}, "generation.stop"),
         ({"stop": ("",)}, "generation.stop"),

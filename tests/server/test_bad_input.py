@@ -36,10 +36,7 @@ CASES: list[tuple[str, bytes, str | None, str]] = [
     ("unknown-role", body(messages=[{"role": "wizard", "content": "hi"}]), "messages[0].role", "invalid_value"),
     ("missing-role", body(messages=[{"content": "hi"}]), "messages[0].role", "invalid_value"),
     ("tool-without-id", body(messages=[{"role": "tool", "content": "x"}]), "messages[0].tool_call_id", "missing_required_parameter"),
-    ("function-role", body(messages=[{"role": "function", "name": "f", "content": "x"}]), "messages[0].role", "unsupported_parameter"),
     ("user-tool-calls", body(messages=[{"role": "user", "content": "x", "tool_calls": []}]), "messages[0].tool_calls", "invalid_value"),
-    ("empty-content", body(messages=[{"role": "user", "content": ""}]), "messages[0].content", "invalid_value"),
-    ("blank-content", body(messages=[{"role": "user", "content": "  \n "}]), "messages[0].content", "invalid_value"),
     ("missing-content", body(messages=[{"role": "user"}]), "messages[0].content", "missing_required_parameter"),
     ("number-content", body(messages=[{"role": "user", "content": 5}]), "messages[0].content", "invalid_type"),
     ("image-part-on-a-text-tier", body(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
@@ -55,23 +52,20 @@ CASES: list[tuple[str, bytes, str | None, str]] = [
     ("max-tokens-string", body(max_tokens="10"), "max_tokens", "invalid_type"),
     ("max-tokens-bool", body(max_tokens=True), "max_tokens", "invalid_type"),
     ("max-completion-tokens-absurd", body(max_completion_tokens=10**9), "max_completion_tokens", "invalid_value"),
-    ("max-tokens-disagree", body(max_tokens=5, max_completion_tokens=6), "max_completion_tokens", "invalid_value"),
     ("temperature-high", body(temperature=3), "temperature", "invalid_value"),
     ("temperature-string", body(temperature="hot"), "temperature", "invalid_type"),
-    ("top-p-zero", body(top_p=0), "top_p", "invalid_value"),
+    ("top-p-negative", body(top_p=-0.1), "top_p", "invalid_value"),
     ("stop-too-many", body(stop=["a", "b", "c", "d", "e"]), "stop", "invalid_value"),
-    ("n-too-many", body(n=17), "n", "invalid_value"),
+    ("n-too-many", body(n=129), "n", "invalid_value"),
     ("n-zero", body(n=0), "n", "invalid_value"),
     ("stream-string", body(stream="yes"), "stream", "invalid_type"),
     ("stream-options-alone", body(stream_options={"include_usage": True}), "stream_options", "invalid_value"),
-    ("legacy-functions", body(functions=[{"name": "f"}]), "functions", "unsupported_parameter"),
-    ("legacy-function-call", body(function_call="auto"), "function_call", "unsupported_parameter"),
     ("audio-output", body(audio={"voice": "alloy", "format": "wav"}), "audio", "unsupported_parameter"),
     ("tools-not-a-list", body(tools={"type": "function"}), "tools", "invalid_value"),
     ("tool-choice-unknown", body(tool_choice="sometimes"), "tool_choice", "invalid_value"),
     ("response-format-unknown", body(response_format={"type": "yaml"}), "response_format", "invalid_value"),
     ("seed-a-string", body(seed="1"), "seed", "invalid_type"),
-    ("reasoning-effort-unknown", body(reasoning_effort="max"), "reasoning_effort", "invalid_value"),
+    ("reasoning-effort-not-a-string", body(reasoning_effort=3), "reasoning_effort", "invalid_type"),
     ("unknown-param", body(colour="blue"), "colour", "unknown_parameter"),
     ("metadata-number", body(metadata={"app": 3}), "metadata", "invalid_value"),
     ("oversize-body", body(messages=[{"role": "user", "content": "x" * 5000}]), None, "request_too_large"),
@@ -106,6 +100,25 @@ def test_neutral_values_of_unsupported_parameters_are_accepted(proxy: Proxy) -> 
                              {"role": "user", "content": [{"type": "text", "text": "hi"}]}])
     with httpx.Client(base_url=proxy.api, timeout=10) as http:
         response = http.post("/chat/completions", content=neutral)
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        body(messages=[{"role": "user", "content": ""}]),
+        body(messages=[{"role": "user", "content": "  \n "}]),
+        body(messages=[{"role": "user", "content": "hi"}, {"role": "function", "name": "f", "content": "x"}]),
+        body(functions=[{"name": "f", "parameters": {}}], function_call="auto"),
+        body(top_p=0, max_tokens=5, max_completion_tokens=6, reasoning_effort="max"),
+        body(messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "audio": {"id": "a1"}}]),
+    ],
+    ids=["empty-content", "blank-content", "function-role", "legacy-functions", "spec-edges", "assistant-audio"],
+)
+def test_shapes_openai_accepts_are_served(proxy: Proxy, raw: bytes) -> None:
+    # OpenAI's schema allows these; the proxy forwards them in their own form instead of refusing.
+    with httpx.Client(base_url=proxy.api, timeout=10) as http:
+        response = http.post("/chat/completions", content=raw)
     assert response.status_code == 200, response.text
 
 

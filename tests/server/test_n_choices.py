@@ -63,5 +63,5 @@ def test_n_streams_every_choice(served: tuple[Proxy, Upstream]) -> None:
 
 def test_n_past_the_limit_is_a_400_that_says_so(served: tuple[Proxy, Upstream]) -> None:
     proxy, _ = served
-    with pytest.raises(openai.BadRequestError, match="at most 16"):
-        client(proxy).chat.completions.create(model="fast", messages=QUESTION, n=17)  # type: ignore[arg-type]
+    with pytest.raises(openai.BadRequestError, match="at most 128"):
+        client(proxy).chat.completions.create(model="fast", messages=QUESTION, n=129)  # type: ignore[arg-type]

@@ -76,7 +76,7 @@ async def chat_completions(request: Request, runtime: RuntimeDep, policy: Policy
     async with account:
         outcome = await cancel_on_disconnect(request, pipeline.execute(plan, stream=False))
         if isinstance(outcome, Disconnected):
-            await account.settle(None, "client_disconnected", CLIENT_CLOSED)
+            await account.settle(outcome, "client_disconnected", CLIENT_CLOSED)
             return Response(status_code=CLIENT_CLOSED)
         assert isinstance(outcome, ExecutionResult)
         await account.settle(outcome, "ok", 200)
@@ -97,7 +97,7 @@ async def _stream(request: Request, pipeline: ChatPipeline, account: RequestAcco
     async with account:
         outcome = await cancel_on_disconnect(request, pipeline.execute(plan, stream=True))
         if isinstance(outcome, Disconnected):
-            await account.settle(None, "client_disconnected", CLIENT_CLOSED)
+            await account.settle(outcome, "client_disconnected", CLIENT_CLOSED)
             return Response(status_code=CLIENT_CLOSED)
         if isinstance(outcome, ExecutionResult):
             # Sampling strategies (or a backend that cannot stream): the vote is done, stream the winner.
