@@ -81,12 +81,7 @@ def plot_report(report: Report, path: Path) -> Path:
     if not report.reliability:
         right.text(0.5, 0.5, "no graded requests with a difficulty", ha="center", va="center",
                    transform=right.transAxes)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, format="png")
-    except OSError as error:
-        raise ConfigError(f"--plot: cannot write {path} ({error.strerror or error}). Choose a writable path.") from None
-    return path
+    return _save(figure, path)
 
 
 def plot_monitor(monitor: Monitor, path: Path) -> Path:
@@ -129,6 +124,11 @@ def plot_monitor(monitor: Monitor, path: Path) -> Path:
     if not sources:
         axes[0].text(0.5, 0.5, "no graded requests in the window", ha="center", va="center",
                      transform=axes[0].transAxes)
+    return _save(figure, path)
+
+
+def _save(figure: Any, path: Path) -> Path:
+    """Write `figure` as a PNG at `path`; ConfigError naming the path when it cannot be written."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, format="png")
