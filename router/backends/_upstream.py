@@ -31,7 +31,7 @@ from core.errors import (
     BackendUnavailable,
     ConfigError,
 )
-from core.llm import Completion, Message, Usage, estimate_stream_usage, split_evenly
+from core.llm import Completion, GenerationParams, Message, Usage, estimate_stream_usage, split_evenly
 from strategies import CallRecord
 
 logger = logging.getLogger("router.backends")
@@ -262,3 +262,18 @@ class ToolCallDeltas:
     def result(self) -> tuple[dict[str, Any], ...] | None:
         """The whole calls in index order, or None when none came."""
         return tuple(self._calls[index] for index in sorted(self._calls)) or None
+
+
+def openai_sampling(params: GenerationParams) -> dict[str, Any]:
+    """The router's own OpenAI request fields of a call beside max_tokens and sampling temperatures:
+    n, stop, logprobs, reasoning_effort (pass-through sends the client's fields instead)."""
+    fields: dict[str, Any] = {}
+    if params.n != 1:
+        fields["n"] = params.n
+    if params.stop:
+        fields["stop"] = list(params.stop)
+    if params.logprobs:
+        fields["logprobs"] = True
+    if params.reasoning_effort is not None:
+        fields["reasoning_effort"] = params.reasoning_effort
+    return fields

@@ -19,7 +19,7 @@ from typing import Any
 from core.errors import BackendError, ConfigError
 from core.llm import Completion, GenerationParams, Message, TokenPrice, validate_messages, wire_message
 from policies.pricing import import_litellm
-from router.backends._upstream import Retry, ToolCallDeltas, Upstream, check_retry_settings
+from router.backends._upstream import Retry, ToolCallDeltas, Upstream, check_retry_settings, openai_sampling
 
 
 async def close_shared_clients() -> None:
@@ -167,8 +167,8 @@ class LiteLLMBackend:
             "drop_params": True,
         }
         if not params.verbatim:
-            request.update(n=params.n, max_tokens=params.max_tokens)
-            self._sampling(request, params)
+            request.update(max_tokens=params.max_tokens, **openai_sampling(params))
+            self._thinking_or_sampling(request, params)
         request.update(params.extra)
         if params.headers:
             request["extra_headers"] = dict(params.headers)
@@ -179,14 +179,8 @@ class LiteLLMBackend:
         return request
 
     @staticmethod
-    def _sampling(request: dict[str, Any], params: GenerationParams) -> None:
-        """The router's own settings of a call (not sent on pass-through, which sends the client's)."""
-        if params.stop:
-            request["stop"] = list(params.stop)
-        if params.logprobs:
-            request["logprobs"] = True
-        if params.reasoning_effort is not None:
-            request["reasoning_effort"] = params.reasoning_effort
+    def _thinking_or_sampling(request: dict[str, Any], params: GenerationParams) -> None:
+        """A thinking budget (Anthropic-style), or the sampling temperatures; never both."""
         if params.thinking_budget_tokens is not None:
             if params.max_tokens <= params.thinking_budget_tokens:
                 raise ConfigError(

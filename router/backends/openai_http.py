@@ -26,7 +26,7 @@ import aiohttp
 
 from core.errors import ConfigError
 from core.llm import Completion, GenerationParams, Message, TokenPrice, validate_messages, wire_message
-from router.backends._upstream import Retry, ToolCallDeltas, Upstream, check_retry_settings
+from router.backends._upstream import Retry, ToolCallDeltas, Upstream, check_retry_settings, openai_sampling
 
 # LiteLLM model prefixes that mean "an OpenAI-compatible server at api_base".
 OPENAI_COMPATIBLE_PREFIXES = ("openai/", "hosted_vllm/", "openai_compatible/")
@@ -122,14 +122,7 @@ class OpenAIHTTPBackend:
         body: dict[str, Any] = {"model": self.settings.model, "messages": [wire_message(m) for m in messages]}
         if not params.verbatim:
             body.update(max_tokens=params.max_tokens, temperature=params.temperature, top_p=params.top_p)
-            if params.n != 1:
-                body["n"] = params.n
-            if params.stop:
-                body["stop"] = list(params.stop)
-            if params.logprobs:
-                body["logprobs"] = True
-            if params.reasoning_effort is not None:
-                body["reasoning_effort"] = params.reasoning_effort
+            body.update(openai_sampling(params))
         body.update(params.extra)
         if stream:
             body["stream"] = True
