@@ -1,6 +1,7 @@
 """Conformance: how many chat requests valid by OpenAI's published schema the proxy serves.
 
-    python bench/conformance.py [--n 500] [--seed S] [--tiers upstream|fake] [--show 3]
+    python bench/conformance.py [--n 500] [--seed S] [--tiers upstream|fake] [--vision] [--show 3]
+                                [--save FILE | --load FILE]
 
 Generates `--n` request bodies from OpenAI's CreateChatCompletionRequest
 (tests/data/openai_chat_request.schema.json, made by bench/openai_spec.py) restricted to its
@@ -8,7 +9,8 @@ documented keys, with `model: "router"` and no streaming; each is checked valid 
 schema before it is sent. They go, one at a time, to a real proxy (uvicorn, on the test policy:
 tier `fast` direct, tier `deep` self-consistency n=3, the keyword classifier) whose tiers call
 the test upstream (tests/server/upstream.py) over HTTP (`--tiers upstream`, the default) or
-are fake backends in the process (`--tiers fake`). Each answer is counted as:
+are fake backends in the process (`--tiers fake`); with `--vision` both tiers are declared to
+take images (else an image is a capability no tier has: a 400). Each answer is counted as:
 
 - served: 200;
 - named_400: 400 whose error names the field or capability (`param` set);
@@ -19,6 +21,10 @@ are fake backends in the process (`--tiers fake`). Each answer is counted as:
 Every error body is also checked for OpenAI's shape, `{"error": {"message", "type", "param",
 "code"}}`. Prints the refusals by parameter, a few examples of each kind, and the shares last.
 Issue 14's target: served >= 90%, no 5xx, every refusal a named 400.
+
+The same seed gives the same requests only on the same code: Hypothesis also draws constants it
+finds in the project's modules. To compare two versions of the proxy, `--save` the requests once
+and `--load` them for the other.
 """
 
 from __future__ import annotations
@@ -340,20 +346,21 @@ class TolerantUpstream:
 
 
 @contextlib.contextmanager
-def running_proxy(tiers: str) -> Iterator[tuple[str, TolerantUpstream | None]]:
-    """A proxy on the test policy; its base URL and (for `upstream`) the upstream it calls."""
+def running_proxy(tiers: str, *, vision: bool = False) -> Iterator[tuple[str, TolerantUpstream | None]]:
+    """A proxy on the test policy (`vision`: both tiers take images); its URL and (for `upstream`) its upstream."""
     from tests.server.conftest import proxy_starter
-    from tests.server.support import ServerThread
+    from tests.server.support import ServerThread, write_policy
 
     with contextlib.ExitStack() as stack:
         directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="conformance-")))
         start = proxy_starter(directory, stack)
-        if tiers == "fake":
-            yield start().url, None
-            return
-        upstream = TolerantUpstream()
-        server = stack.enter_context(ServerThread(upstream))
-        yield start(real_backends=True, upstream_url=f"{server.url}/v1").url, upstream
+        upstream = TolerantUpstream() if tiers == "upstream" else None
+        url = f"{stack.enter_context(ServerThread(upstream)).url}/v1" if upstream is not None else "http://127.0.0.1:9/v1"
+        policy = write_policy(directory / "router.yaml", upstream=url)
+        if vision:
+            text = policy.read_text()
+            policy.write_text(text.replace("    backend: litellm\n", "    backend: litellm\n    vision: true\n"))
+        yield start(policy=policy, real_backends=upstream is not None, upstream_url=url).url, upstream
 
 
 def _example(outcome: Outcome) -> str:
@@ -391,10 +398,18 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500, help="number of requests")
     parser.add_argument("--seed", type=int, default=0, help="generation seed")
     parser.add_argument("--tiers", choices=("upstream", "fake"), default="upstream", help="what the tiers call")
+    parser.add_argument("--vision", action="store_true", help="the policy's tiers take images (vision: true)")
     parser.add_argument("--show", type=int, default=3, help="examples printed per kind")
+    parser.add_argument("--save", type=Path, help="write the generated bodies here (JSON lines) before sending")
+    parser.add_argument("--load", type=Path, help="send the bodies in this JSON-lines file instead of generating")
     args = parser.parse_args()
-    bodies = valid_requests(args.n, args.seed)
-    with running_proxy(args.tiers) as (url, upstream):
+    if args.load is not None:
+        bodies = [json.loads(line) for line in args.load.read_text().splitlines() if line.strip()]
+    else:
+        bodies = valid_requests(args.n, args.seed)
+    if args.save is not None:
+        args.save.write_text("".join(json.dumps(body) + "\n" for body in bodies))
+    with running_proxy(args.tiers, vision=args.vision) as (url, upstream):
         tally = send_all(url, bodies)
     report(tally, args.show, upstream)
 

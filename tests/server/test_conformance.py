@@ -23,9 +23,10 @@ from tests.server.conftest import StartProxy
 from tests.server.support import ServerThread
 
 # The served share of OpenAI-valid requests on the routed path (bench/conformance.py --n 500,
-# seeds 1-3: 15% to 18% before the drop-in work of issue 14; the target is 90%). A floor, raised as
-# the surface widens, so that a regression shows.
-SERVED_FLOOR = 0.10
+# seeds 1-3: 12% to 18% before the drop-in work of issue 14, 68% to 75% after; the target is 90%;
+# the rest are audio and file parts, audio output, images without a vision tier, negative token
+# counts). A floor, raised as the surface widens, so that a regression shows.
+SERVED_FLOOR = 0.60
 SAMPLE = 150
 HI: dict[str, Any] = {"model": "router", "messages": [{"role": "user", "content": "hi"}]}
 
