@@ -1,7 +1,10 @@
 """A pure ASGI middleware giving every request an id, returned in `x-router-request-id`.
 
-A client's own `x-request-id` (1 to 128 letters, digits, `-`, `_`, `.`, `:`) is taken as the id,
-so its logs and ours name a request the same way; anything else gets a fresh random id.
+The router's id is always fresh: it keys the ledger and feedback, so a client must not be able to
+choose it (a reused id would hide a paid request as a duplicate, or claim another key's). A
+client's own `x-request-id` (1 to 128 letters, digits, `-`, `_`, `.`, `:`) is honoured beside it:
+echoed back in `x-request-id`, and recorded with the request (ledger `extra.client_request_id`,
+the access log), so its logs and ours name a request the same way.
 
 Pure ASGI rather than BaseHTTPMiddleware: it adds no task per request and leaves streaming alone.
 """
@@ -33,15 +36,20 @@ class RequestIdMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _client_id(scope) or new_request_id()
-        scope.setdefault("state", {})["request_id"] = request_id
+        request_id = new_request_id()
+        client_id = _client_id(scope)
+        state = scope.setdefault("state", {})
+        state["request_id"], state["client_request_id"] = request_id, client_id
         header = (REQUEST_ID_HEADER.encode(), request_id.encode())
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", ()))
                 if all(name.lower() != header[0] for name, _ in headers):  # the error handler may have set it
-                    message["headers"] = [*headers, header]
+                    headers.append(header)
+                if client_id is not None:
+                    headers.append((CLIENT_ID_HEADER, client_id.encode()))
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_id)

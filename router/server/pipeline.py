@@ -95,6 +95,7 @@ class ChatPlan:
     budgeted: bool = False
     metadata: Mapping[str, str] = field(default_factory=dict)
     session: SessionRoute | None = None  # server.sessions: the conversation and what it did to the decision
+    client_request_id: str | None = None  # the client's own x-request-id, recorded beside ours
 
     @property
     def difficulty(self) -> float | None:
@@ -247,7 +248,11 @@ class ChatPipeline:
         entry = LedgerEntry.from_execution(
             plan.request_id, plan.decision, outcome, status=status, latency_s=elapsed,
             key_tag=plan.principal.name, app=plan.metadata.get("app"), prompt=plan.chat.query,
-            extra={"requested_model": plan.chat.model, **(plan.session.ledger_fields() if plan.session else {})},
+            extra={
+                "requested_model": plan.chat.model,
+                **(plan.session.ledger_fields() if plan.session else {}),
+                **({"client_request_id": plan.client_request_id} if plan.client_request_id else {}),
+            },
         )
         tier = entry.tier
         metrics.requests.labels(tier, str(http_status)).inc()

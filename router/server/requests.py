@@ -283,7 +283,7 @@ def _tools(value: Any) -> None:
         return
     if not isinstance(value, list) or any(
         not isinstance(tool, dict) or not isinstance(tool.get("type"), str)
-        or (tool["type"] == "function" and not isinstance((tool.get("function") or {}).get("name"), str))
+        or (tool["type"] == "function" and not isinstance(_field(tool, "function", "name"), str))
         for tool in value
     ):
         raise InvalidRequest(
@@ -307,7 +307,7 @@ def _response_format(value: Any) -> None:
         return
     kind = value.get("type") if isinstance(value, dict) else None
     if kind not in RESPONSE_FORMATS or (
-        kind == "json_schema" and not isinstance((value.get("json_schema") or {}).get("name"), str)
+        kind == "json_schema" and not isinstance(_field(value, "json_schema", "name"), str)
     ):
         raise InvalidRequest(
             f"response_format: must be {{\"type\": ...}} with type one of {', '.join(RESPONSE_FORMATS)}; "
@@ -392,7 +392,7 @@ def _content(value: Any, where: str, optional: bool) -> tuple[str, bool]:
                 )
             assert isinstance(part, dict)
             if kind == "image_url":
-                if not isinstance((part.get("image_url") or {}).get("url"), str):
+                if not isinstance(_field(part, "image_url", "url"), str):
                     raise InvalidRequest(
                         f"{where}[{index}].image_url: must be {{\"url\": ...}}.", param=f"{where}[{index}]", code="invalid_value"
                     )
@@ -518,3 +518,9 @@ def _json_type(value: Any) -> str:
     if isinstance(value, list):
         return "an array"
     return "an object"
+
+
+def _field(parent: Mapping[str, Any], key: str, inner: str) -> Any:
+    """`parent[key][inner]`, or None when either is missing or `parent[key]` is not an object."""
+    value = parent.get(key)
+    return value.get(inner) if isinstance(value, dict) else None

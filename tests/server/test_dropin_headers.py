@@ -23,14 +23,19 @@ def proxy(start_module_proxy: StartProxy) -> Proxy:
     return start_module_proxy()
 
 
-def test_client_request_id_is_the_request_id(proxy: Proxy) -> None:
+def test_client_request_id_is_echoed_and_recorded_beside_ours(proxy: Proxy) -> None:
     with httpx.Client(base_url=proxy.api, timeout=10) as http:
-        mine = http.post("/chat/completions", json={"model": "fast", "messages": HI}, headers={"x-request-id": "trace-42.a"})
+        mine = [
+            http.post("/chat/completions", json={"model": "fast", "messages": HI}, headers={"x-request-id": "trace-42.a"})
+            for _ in range(3)  # a client retrying with the same id: three paid requests, three entries
+        ]
         odd = http.post("/chat/completions", json={"model": "fast", "messages": HI}, headers={"x-request-id": "no spaces!"})
-    assert mine.headers["x-router-request-id"] == "trace-42.a"
-    assert mine.json()["id"] == "chatcmpl-trace-42.a"
-    assert "trace-42.a" in proxy.entries()
-    assert len(odd.headers["x-router-request-id"]) == 24  # not a plausible id: a fresh one
+    ours = [response.headers["x-router-request-id"] for response in mine]
+    assert all(response.headers["x-request-id"] == "trace-42.a" for response in mine)
+    assert len(set(ours)) == 3 and all(len(rid) == 24 for rid in ours)
+    entries = proxy.entries()
+    assert all(entries[rid].extra["client_request_id"] == "trace-42.a" for rid in ours)
+    assert "x-request-id" not in odd.headers  # not a plausible id: not echoed, not recorded
 
 
 def test_api_key_header_is_accepted_like_bearer(start_proxy: StartProxy, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -396,37 +396,6 @@ def target(request: pytest.FixtureRequest, start_module_proxy: StartProxy) -> It
             client.close()
 
 
-# Defects found by this fuzzing and reported, not yet fixed (router/server/requests.py checks
-# `(part.get(key) or {}).get(...)`, which raises on a truthy non-object): the bodies that reach
-# them, so the fuzz tests stay about new defects. test_reported_defects_still_reproduce fails
-# once they are fixed: then delete this and that test's xfail marker.
-REPORTED_500S = (
-    ("tools", "[]", "function"),
-    ("response_format", "json_schema"),
-    ("messages", "[]", "content", "[]", "image_url"),
-)
-
-
-def _reported(case: Case, status: int) -> bool:
-    """Whether a 500 is one of REPORTED_500S: a truthy non-object where the body needs an object."""
-    if status != 500 or case.path != "/v1/chat/completions":
-        return False
-    try:
-        body = json.loads(case.content or b"")
-    except ValueError:
-        return False
-
-    def found(value: Any, path: tuple[str, ...]) -> bool:
-        if not path:
-            return bool(value) and not isinstance(value, dict)
-        head, rest = path[0], path[1:]
-        if head == "[]":
-            return isinstance(value, list) and any(found(item, rest) for item in value)
-        return isinstance(value, dict) and head in value and found(value[head], rest)
-
-    return any(found(body, path) for path in REPORTED_500S)
-
-
 def fuzz(
     target: Target, count: int, seed_value: int, concurrency: int = 1
 ) -> tuple[collections.Counter[int], list[str]]:
@@ -445,7 +414,7 @@ def fuzz(
     for case, status, problem in results:
         if case.path == "/v1/chat/completions" and case.method == "POST":
             chat[status] += 1
-        if problem is not None and not _reported(case, status):
+        if problem is not None:
             defects.append(f"{problem}\n  from {case.describe()}")
     return chat, defects
 
@@ -527,7 +496,6 @@ def test_after_a_bugs_500_the_clients_next_request_on_the_connection_is_answered
 HI: dict[str, Any] = {"model": "router", "messages": [{"role": "user", "content": "hi"}]}
 
 
-@pytest.mark.xfail(strict=True, reason="reported: router/server/requests.py answers 500 (AttributeError) to these")
 @pytest.mark.parametrize(
     ("body", "param"),
     [
@@ -538,8 +506,8 @@ HI: dict[str, Any] = {"model": "router", "messages": [{"role": "user", "content"
         ({**HI, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": 1.5}]}]}, "messages[0].content[0]"),
     ],
 )
-def test_reported_defects_still_reproduce(start_module_proxy: StartProxy, body: dict[str, Any], param: str) -> None:
-    """Found by fuzzing: each should be a 400 naming the field. Today a 500 (so: xfail, strict)."""
+def test_a_truthy_non_object_where_an_object_belongs_is_a_400(start_module_proxy: StartProxy, body: dict[str, Any], param: str) -> None:
+    """Found by fuzzing (they were 500s, AttributeError): each is a 400 naming the field."""
     proxy = start_module_proxy()
     with httpx.Client(base_url=proxy.url, timeout=TIMEOUT_S) as client:
         response = client.post("/v1/chat/completions", json=body)

@@ -69,6 +69,7 @@ async def chat_completions(request: Request, runtime: RuntimeDep, policy: Policy
     )
     chat = with_trace_context(chat, request.headers)
     plan = await pipeline.plan(request_id, chat, principal, policy, request.headers)
+    plan.client_request_id = request.state.client_request_id
     request.state.accounted = True  # from here the account counts it; before, the error handler does
     account = RequestAccount(pipeline, plan)
     if chat.stream:
