@@ -53,6 +53,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.openai_spec import documented_only, load_schema  # noqa: E402
+from tests.server.upstream import read_body  # noqa: E402
 
 JSON = Any
 Strategy = st.SearchStrategy[JSON]
@@ -303,12 +304,7 @@ class TolerantUpstream:
         if scope["type"] != "http":
             await self.inner(scope, receive, send)
             return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        raw = await read_body(receive)
         replayed = False
 
         async def replay() -> Message:

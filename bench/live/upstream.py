@@ -28,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from router.live.judge import detect_answer_type
 from strategies.extraction import extract_answer
+from tests.server.upstream import read_body
 
 LETTERS = "ABCD"
 _QUESTION_RE = re.compile(r"### Question\n(?P<q>.*)\n\n### Candidate answer\n(?P<a>.*)\n\n### Your verdict", re.DOTALL)
@@ -81,12 +82,7 @@ class ReplayUpstream:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        raw = await read_body(receive)
         body = json.loads(raw or b"{}")
         model = str(body.get("model", "")).rsplit("/", 1)[-1]
         self.calls[model] = self.calls.get(model, 0) + 1

@@ -20,6 +20,7 @@ from router import tracing
 from router.backends import FakeBackend
 from tests.server.conftest import StartProxy
 from tests.server.support import ServerThread, free_port, write_policy
+from tests.server.upstream import read_body
 
 
 @pytest.fixture
@@ -136,12 +137,7 @@ class Collector:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         self.posts.append((scope["path"], body))
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/x-protobuf")]})
         await send({"type": "http.response.body", "body": b""})

@@ -98,6 +98,16 @@ def _deltas(text: str, calls: list[dict[str, Any]] | None) -> list[dict[str, Any
     return deltas
 
 
+async def read_body(receive: Receive) -> bytes:
+    """The whole body of an ASGI HTTP request (shared by the test and bench doubles)."""
+    raw = b""
+    while True:
+        message = await receive()
+        raw += bytes(message.get("body", b""))
+        if not message.get("more_body"):
+            return raw
+
+
 class Upstream:
     """The ASGI app; `requests` lists the JSON bodies received, `disconnected` is set when a drip client leaves."""
 
@@ -109,12 +119,7 @@ class Upstream:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        raw = b""
-        while True:
-            message = await receive()
-            raw += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        raw = await read_body(receive)
         body = json.loads(raw or b"{}")
         self.requests.append(body)
         model = str(body.get("model", ""))
