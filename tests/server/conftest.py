@@ -17,7 +17,7 @@ from router.ledger import LedgerConfig, LedgerEntry, MemoryLedger
 from router.server import ServerSettings, create_app
 from tests.conftest import redis_url_for
 from router.server.runtime import Runtime
-from tests.server.support import FakeBackends, KeywordScorer, ServerThread, fake_tiers, write_policy
+from tests.server.support import PASSTHROUGH, FakeBackends, KeywordScorer, ServerThread, fake_tiers, write_policy
 from tests.server.upstream import Upstream
 
 REDIS_URL = redis_url_for(9)  # the tests' Redis, database 9 (flushed by these tests)
@@ -118,3 +118,12 @@ def redis_prefix() -> Iterator[str]:
     for key in client.scan_iter(match=f"{prefix}*"):
         client.delete(key)
     client.close()
+
+
+@pytest.fixture(scope="module")
+def served(start_module_proxy: StartProxy) -> Iterator[tuple[Proxy, Upstream]]:
+    """One test upstream and one proxy (pass-through to it, real tiers on it) for a module; the upstream stops first."""
+    app = Upstream()
+    with ServerThread(app) as server:
+        url = f"{server.url}/v1"
+        yield start_module_proxy(real_backends=True, upstream_url=url, extra_yaml=PASSTHROUGH.format(url=url)), app

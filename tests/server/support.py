@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pydantic
 import uvicorn
 
 from policies.policy import Policy
@@ -151,3 +152,27 @@ def write_policy(path: Path, *, upstream: str = "http://127.0.0.1:9/v1", timeout
     """A two-tier policy (fast direct, deep self-consistency n=3) plus `extra` YAML appended."""
     path.write_text(FAKE_POLICY.format(upstream=upstream, timeout=timeout) + textwrap.dedent(extra))
     return path
+
+
+# Shared by the drop-in tests: a pass-through section for an upstream at {url}, a tool, a structured answer.
+PASSTHROUGH = """
+server:
+  passthrough:
+    models: ["up-*"]
+    api_base: {url}
+    price: {{input_per_million: 1.0, output_per_million: 1.0}}
+"""
+WEATHER: Any = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
+    },
+}
+
+
+class City(pydantic.BaseModel):
+    name: str
+    population: int
+    coastal: bool

@@ -17,17 +17,10 @@ from starlette.types import Receive, Scope, Send
 from router import tracing
 from router.server.tracing import trace_headers
 from tests.server.conftest import Proxy, StartProxy
-from tests.server.support import ServerThread, write_policy
+from tests.server.support import PASSTHROUGH, ServerThread, write_policy
 from tests.server.upstream import Upstream
 
 PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-PASSTHROUGH = """
-server:
-  passthrough:
-    models: ["up-*"]
-    api_base: {url}
-    price: {{input_per_million: 1.0, output_per_million: 1.0}}
-"""
 
 
 class HeaderUpstream(Upstream):

@@ -8,7 +8,6 @@ Each on the routed path (`router`, which picks `fast` here), a forced self-consi
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pydantic
@@ -17,27 +16,12 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, Huma
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
-from tests.server.conftest import Proxy, StartProxy
-from tests.server.support import ServerThread
+from tests.server.conftest import Proxy
+from tests.server.support import WEATHER, City
 from tests.server.upstream import Upstream
 
-PASSTHROUGH = """
-server:
-  passthrough:
-    models: ["up-*"]
-    api_base: {url}
-    price: {{input_per_million: 1.0, output_per_million: 1.0}}
-"""
 MODELS = ["router", "deep", "up-model"]
 UPSTREAM_MODEL = {"router": "fast-model", "deep": "deep-model", "up-model": "up-model"}  # who answered each path
-WEATHER: Any = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city.",
-        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
-    },
-}
 
 
 @tool
@@ -46,23 +30,8 @@ def get_weather(query: str) -> str:
     return f"rain in {query}"
 
 
-class City(pydantic.BaseModel):
-    name: str
-    population: int
-    coastal: bool
-
-
 class Reply(pydantic.BaseModel):
     reply: str
-
-
-@pytest.fixture(scope="module")
-def served(start_module_proxy: StartProxy) -> Iterator[tuple[Proxy, Upstream]]:
-    """One upstream and one proxy (pass-through to it, tiers on it); the upstream stops first."""
-    app = Upstream()
-    with ServerThread(app) as server:
-        url = f"{server.url}/v1"
-        yield start_module_proxy(real_backends=True, upstream_url=url, extra_yaml=PASSTHROUGH.format(url=url)), app
 
 
 def chat_model(proxy: Proxy, model: str, **options: Any) -> ChatOpenAI:

@@ -12,46 +12,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import openai
-import pydantic
 import pytest
 from openai.types.chat import ChatCompletion
 
 from core.llm import Message, wire_message, with_text_appended
 from tests.server.conftest import Proxy, StartProxy
-from tests.server.support import ServerThread
+from tests.server.support import WEATHER, City, ServerThread
 from tests.server.upstream import Upstream
 
-WEATHER: Any = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city.",
-        "parameters": {"type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]},
-    },
-}
-PASSTHROUGH = """
-server:
-  passthrough:
-    models: ["up-*"]
-    api_base: {url}
-    price: {{input_per_million: 1.0, output_per_million: 1.0}}
-"""
 MODELS = ["up-model", "router", "fast", "deep"]
-
-
-class City(pydantic.BaseModel):
-    name: str
-    population: int
-    coastal: bool
-
-
-@pytest.fixture(scope="module")
-def served(start_module_proxy: StartProxy) -> Iterator[tuple[Proxy, Upstream]]:
-    """One upstream and one proxy (pass-through to it, tiers on it) for the module."""
-    app = Upstream()
-    with ServerThread(app) as server:
-        url = f"{server.url}/v1"
-        yield start_module_proxy(real_backends=True, upstream_url=url, extra_yaml=PASSTHROUGH.format(url=url)), app
 
 
 def client(proxy: Proxy) -> openai.OpenAI:
@@ -175,7 +144,7 @@ def test_legacy_functions_are_forwarded_as_sent(served: tuple[Proxy, Upstream]) 
     functions = [{"name": "f", "parameters": {"type": "object", "properties": {}}}]
     with client(proxy) as api:
         api.chat.completions.create(
-            model="up-model", messages=[{"role": "user", "content": "hi"}], functions=functions,  # type: ignore[list-item]
+            model="up-model", messages=[{"role": "user", "content": "hi"}], functions=functions,  # type: ignore[arg-type]
         )
     assert upstream.requests[-1]["functions"] == functions
 

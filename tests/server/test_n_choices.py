@@ -3,32 +3,22 @@ accounted; on pass-through `n` is forwarded as sent. Through the official openai
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
-from tests.server.conftest import Proxy, StartProxy
-from tests.server.support import ServerThread
-from tests.server.test_dropin_openai_sdk import PASSTHROUGH, client
+from tests.server.conftest import Proxy
+from tests.server.test_dropin_openai_sdk import client
 from tests.server.upstream import Upstream
 
-QUESTION = [{"role": "user", "content": "What is 6 * 7?"}]
-
-
-@pytest.fixture(scope="module")
-def served(start_module_proxy: StartProxy) -> Iterator[tuple[Proxy, Upstream]]:
-    app = Upstream()
-    with ServerThread(app) as server:
-        url = f"{server.url}/v1"
-        yield start_module_proxy(real_backends=True, upstream_url=url, extra_yaml=PASSTHROUGH.format(url=url)), app
+QUESTION: list[ChatCompletionMessageParam] = [{"role": "user", "content": "What is 6 * 7?"}]
 
 
 @pytest.mark.parametrize("model", ["fast", "router", "up-model"])
 def test_a_one_call_tier_asks_its_call_for_n(served: tuple[Proxy, Upstream], model: str) -> None:
     proxy, upstream = served
     before = len(upstream.requests)
-    answer = client(proxy).chat.completions.create(model=model, messages=QUESTION, n=3)  # type: ignore[arg-type]
+    answer = client(proxy).chat.completions.create(model=model, messages=QUESTION, n=3)
     assert [choice.index for choice in answer.choices] == [0, 1, 2]
     assert all(choice.message.content for choice in answer.choices)
     sent = upstream.requests[before:]
@@ -39,7 +29,7 @@ def test_a_one_call_tier_asks_its_call_for_n(served: tuple[Proxy, Upstream], mod
 def test_a_voting_tier_votes_n_times(served: tuple[Proxy, Upstream]) -> None:
     proxy, upstream = served
     before = len(upstream.requests)
-    raw = client(proxy).chat.completions.with_raw_response.create(model="deep", messages=QUESTION, n=2)  # type: ignore[arg-type]
+    raw = client(proxy).chat.completions.with_raw_response.create(model="deep", messages=QUESTION, n=2)
     answer = raw.parse()
     assert len(answer.choices) == 2 and raw.headers["x-router-strategy"] == "self_consistency"
     sent = upstream.requests[before:]
@@ -53,7 +43,7 @@ def test_n_streams_every_choice(served: tuple[Proxy, Upstream]) -> None:
     proxy, _ = served
     texts: dict[int, str] = {}
     finished: set[int] = set()
-    for chunk in client(proxy).chat.completions.create(model="fast", messages=QUESTION, n=2, stream=True):  # type: ignore[arg-type]
+    for chunk in client(proxy).chat.completions.create(model="fast", messages=QUESTION, n=2, stream=True):
         for choice in chunk.choices:
             texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
             if choice.finish_reason:
@@ -64,4 +54,4 @@ def test_n_streams_every_choice(served: tuple[Proxy, Upstream]) -> None:
 def test_n_past_the_limit_is_a_400_that_says_so(served: tuple[Proxy, Upstream]) -> None:
     proxy, _ = served
     with pytest.raises(openai.BadRequestError, match="at most 128"):
-        client(proxy).chat.completions.create(model="fast", messages=QUESTION, n=129)  # type: ignore[arg-type]
+        client(proxy).chat.completions.create(model="fast", messages=QUESTION, n=129)
