@@ -6,7 +6,8 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich import box
@@ -110,12 +111,7 @@ def report_command(
             plot_report(drawn, plot)
     finally:
         ledger.close()
-    if as_json:
-        typer.echo(json.dumps(report.as_dict(), indent=2))
-    else:
-        _print_table(report)
-    if plot is not None:
-        typer.echo(f"wrote {plot}", err=as_json)
+    _emit(report.as_dict(), lambda: _print_table(report), as_json, plot)
 
 
 def _sources_report(ledger: SyncRedisLedger, start: float | None, now: float, as_json: bool, plot: Path | None) -> None:
@@ -129,10 +125,15 @@ def _sources_report(ledger: SyncRedisLedger, start: float | None, now: float, as
         from router.ledger.plot import plot_monitor
 
         plot_monitor(monitor, plot)
+    _emit(monitor.as_dict(), lambda: _print_sources(monitor), as_json, plot)
+
+
+def _emit(data: dict[str, Any], print_table: Callable[[], None], as_json: bool, plot: Path | None) -> None:
+    """A report as JSON or a table, then where its plot went (on stderr beside JSON, to keep stdout parseable)."""
     if as_json:
-        typer.echo(json.dumps(monitor.as_dict(), indent=2))
+        typer.echo(json.dumps(data, indent=2))
     else:
-        _print_sources(monitor)
+        print_table()
     if plot is not None:
         typer.echo(f"wrote {plot}", err=as_json)
 
