@@ -39,6 +39,11 @@ class Decision:
     escalation: tuple[EscalationStep, ...] = ()
     upstream_model: str | None = None  # pass-through only: the model forwarded to
 
+    @property
+    def scored_difficulty(self) -> float | None:
+        """The classifier's score, or None when the request was not classified (forced, pass-through)."""
+        return None if math.isnan(self.difficulty) else self.difficulty
+
 
 @dataclass(frozen=True, slots=True)
 class BudgetVerdict:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import re
 
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -94,7 +93,7 @@ class LedgerEntry:
             tier=outcome.tier,
             strategy=outcome.strategy,
             rule=decision.rule,
-            difficulty=None if math.isnan(decision.difficulty) else decision.difficulty,
+            difficulty=decision.scored_difficulty,
             models=outcome.models,
             input_tokens=outcome.input_tokens,
             output_tokens=outcome.output_tokens,

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
 import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
@@ -100,7 +99,7 @@ class ChatPlan:
     @property
     def difficulty(self) -> float | None:
         """The classifier's score, when the request was classified."""
-        return None if math.isnan(self.decision.difficulty) else self.decision.difficulty
+        return self.decision.scored_difficulty
 
 
 class RequestAccount:
