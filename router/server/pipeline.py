@@ -197,6 +197,7 @@ class ChatPipeline:
         rate = Rate(per_minute, server.rate_limit.burst or per_minute) if per_minute else None
         spent = await runtime.limiter.admit(principal.name, rate) if rate or daily else 0.0
         started = time.perf_counter()
+        conversation = chat.conversation  # all message text, joined: once per request
         session: SessionRoute | None = None
         if route:
             with tracing.span("router.classify", {"router.batch_max": runtime.settings.classifier_batch}):
@@ -204,15 +205,15 @@ class ChatPipeline:
             runtime.metrics.classifier_latency.observe(time.perf_counter() - started)
             runtime.metrics.difficulty.observe(difficulty)
             with tracing.span("router.decide", {"router.difficulty": difficulty}):
-                decision = policy.decide(chat.conversation, difficulty, metadata, model)
-            session = await self.sessions.route(policy, decision, headers or {}, principal.name, chat.messages, chat.conversation)
+                decision = policy.decide(conversation, difficulty, metadata, model)
+            session = await self.sessions.route(policy, decision, headers or {}, principal.name, chat.messages, conversation)
             decision = session.decision if session is not None else decision
             if chat.options.images:
                 decision = _with_vision(policy, decision)
         elif forced:
-            decision = policy.forced(model, chat.conversation)
+            decision = policy.forced(model, conversation)
         else:
-            decision = policy.passthrough(model, chat.conversation)
+            decision = policy.passthrough(model, conversation)
         if chat.options.n > 1:  # n answers cost n times one
             decision = dataclasses.replace(decision, expected_cost_usd=decision.expected_cost_usd * chat.options.n)
         verdict = policy.apply_budget(decision, spent)
