@@ -1,6 +1,6 @@
 """Conformance: how many chat requests valid by OpenAI's published schema the proxy serves.
 
-    python bench/conformance.py [--n 500] [--seed S] [--tiers upstream|fake] [--vision] [--show 3]
+    python bench/conformance.py [--n 500] [--seed S] [--tiers upstream|fake] [--takes vision,audio,files] [--show 3]
                                 [--save FILE | --load FILE]
 
 Generates `--n` request bodies from OpenAI's CreateChatCompletionRequest
@@ -9,8 +9,9 @@ documented keys, with `model: "router"` and no streaming; each is checked valid 
 schema before it is sent. They go, one at a time, to a real proxy (uvicorn, on the test policy:
 tier `fast` direct, tier `deep` self-consistency n=3, the keyword classifier) whose tiers call
 the test upstream (tests/server/upstream.py) over HTTP (`--tiers upstream`, the default) or
-are fake backends in the process (`--tiers fake`); with `--vision` both tiers are declared to
-take images (else an image is a capability no tier has: a 400). Each answer is counted as:
+are fake backends in the process (`--tiers fake`); `--takes` declares both tiers able to take
+images, audio (parts and output) and/or files (router.yaml's `vision`, `audio`, `files`; by
+default none, and such a request asks for a capability no tier has: a 400). Each answer is counted as:
 
 - served: 200;
 - named_400: 400 whose error names the field or capability (`param` set);
@@ -342,8 +343,8 @@ class TolerantUpstream:
 
 
 @contextlib.contextmanager
-def running_proxy(tiers: str, *, vision: bool = False) -> Iterator[tuple[str, TolerantUpstream | None]]:
-    """A proxy on the test policy (`vision`: both tiers take images); its URL and (for `upstream`) its upstream."""
+def running_proxy(tiers: str, *, takes: Sequence[str] = ()) -> Iterator[tuple[str, TolerantUpstream | None]]:
+    """A proxy on the test policy (both tiers declared with the capabilities `takes`); its URL and (for `upstream`) its upstream."""
     from tests.server.conftest import proxy_starter
     from tests.server.support import ServerThread, write_policy
 
@@ -353,9 +354,8 @@ def running_proxy(tiers: str, *, vision: bool = False) -> Iterator[tuple[str, To
         upstream = TolerantUpstream() if tiers == "upstream" else None
         url = f"{stack.enter_context(ServerThread(upstream)).url}/v1" if upstream is not None else "http://127.0.0.1:9/v1"
         policy = write_policy(directory / "router.yaml", upstream=url)
-        if vision:
-            text = policy.read_text()
-            policy.write_text(text.replace("    backend: litellm\n", "    backend: litellm\n    vision: true\n"))
+        declared = "".join(f"    {capability}: true\n" for capability in takes)
+        policy.write_text(policy.read_text().replace("    backend: litellm\n", f"    backend: litellm\n{declared}"))
         yield start(policy=policy, real_backends=upstream is not None, upstream_url=url).url, upstream
 
 
@@ -388,13 +388,26 @@ def report(tally: Tally, show: int, upstream: TolerantUpstream | None) -> None:
     )
 
 
+def _capabilities(value: str) -> tuple[str, ...]:
+    from policies.schema import CAPABILITIES
+
+    chosen = tuple(name.strip() for name in value.split(",") if name.strip())
+    unknown = [name for name in chosen if name not in CAPABILITIES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown capability {unknown[0]!r}; choose from {', '.join(CAPABILITIES)}")
+    return chosen
+
+
 def main() -> None:
     """Generate, send, report."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=500, help="number of requests")
     parser.add_argument("--seed", type=int, default=0, help="generation seed")
     parser.add_argument("--tiers", choices=("upstream", "fake"), default="upstream", help="what the tiers call")
-    parser.add_argument("--vision", action="store_true", help="the policy's tiers take images (vision: true)")
+    parser.add_argument(
+        "--takes", type=_capabilities, default=(),
+        help="comma-separated capabilities both tiers are declared with: vision, audio, files (default: none)",
+    )
     parser.add_argument("--show", type=int, default=3, help="examples printed per kind")
     parser.add_argument("--save", type=Path, help="write the generated bodies here (JSON lines) before sending")
     parser.add_argument("--load", type=Path, help="send the bodies in this JSON-lines file instead of generating")
@@ -405,7 +418,7 @@ def main() -> None:
         bodies = valid_requests(args.n, args.seed)
     if args.save is not None:
         args.save.write_text("".join(json.dumps(body) + "\n" for body in bodies))
-    with running_proxy(args.tiers, vision=args.vision) as (url, upstream):
+    with running_proxy(args.tiers, takes=args.takes) as (url, upstream):
         tally = send_all(url, bodies)
     report(tally, args.show, upstream)
 

@@ -141,6 +141,18 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class Relayed:
+    """What of an upstream answer the router does not read but the client gets as the upstream sent it."""
+
+    # Reply message fields beside content and tool_calls: audio, function_call (legacy), refusal, annotations.
+    message: Mapping[str, Any] = field(default_factory=dict)
+    logprobs: Mapping[str, Any] | None = None  # the choice's logprobs object, when the client asked for them
+
+
+NOTHING_RELAYED = Relayed()
+
+
+@dataclass(frozen=True, slots=True)
 class Completion:
     """One generated answer with its share of the call's tokens and cost."""
 
@@ -153,6 +165,7 @@ class Completion:
     model: str
     # OpenAI's `tool_calls` of the answer (finish_reason "tool_calls"); None when it called no tool.
     tool_calls: tuple[Mapping[str, Any], ...] | None = None
+    relayed: Relayed = NOTHING_RELAYED
 
 
 PriceSource = Literal["explicit", "config", "gpu_hour", "litellm", "free"]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
+from core.llm import GenerationParams
 from core.names import PASSTHROUGH, ROUTER_MODELS
 from policies.pricing import TokenPrice, price_from_config, resolve_price
-from policies.schema import Band, PolicyFile, Rule, Tier
+from policies.schema import CAPABILITIES, Band, PolicyFile, Rule, Tier
 
 Loc = tuple[str | int, ...]
 Problem = tuple[Loc, str]
@@ -79,6 +80,33 @@ def _check_server(
     for j, target in enumerate(server.passthrough.fallbacks):
         if target not in known:
             yield missing(("server", "passthrough", "fallbacks", j), target)
+
+
+def request_notes(config: PolicyFile) -> list[str]:
+    """How the tiers of a valid policy serve requests that change what a strategy can do (tools, JSON,
+    audio, images, files): what the executor will do, said before any request arrives."""
+    notes = []
+    for tier in config.tiers:
+        strategy = tier.strategy
+        several = strategy.one_call((), GenerationParams()) is None
+        if tier.backend == "local":
+            notes.append(f"tier '{tier.name}': requests with tools or response_format get a 400 (local models run without them)")
+        elif several and not strategy.handles_structured_answers():
+            notes.append(
+                f"tier '{tier.name}' ({strategy.describe()}): requests with tools or response_format are answered "
+                "by one direct call"
+            )
+        elif several:
+            notes.append(
+                f"tier '{tier.name}' ({strategy.describe()}): votes over tool calls and JSON answers count their "
+                "canonical form"
+            )
+        if several and tier.audio:
+            notes.append(f"tier '{tier.name}' ({strategy.describe()}): audio output is answered by one direct call")
+    for capability in CAPABILITIES:
+        if not any(getattr(tier, capability) for tier in config.tiers):
+            notes.append(f"no tier has `{capability}: true`: requests that need it get a 400")
+    return notes
 
 
 def band_of(rule: Rule) -> Band | None:

@@ -18,7 +18,7 @@ from core.errors import ConfigError
 from core.llm import CHARS_PER_TOKEN, estimate_tokens
 from core.names import FORCED_RULE, PASSTHROUGH, SESSION_PIN_RULE
 from policies.pricing import TokenPrice
-from policies.schema import EscalationStep, PolicyFile, Rule, Tier
+from policies.schema import Capability, EscalationStep, PolicyFile, Rule, Tier
 from strategies import Direct, Strategy
 
 _DIRECT = Direct()
@@ -369,28 +369,30 @@ class Policy:
         decision = self.forced(tier, query)
         return replace(decision, rule=SESSION_PIN_RULE, reasons=(reason,), difficulty=difficulty)
 
-    def with_vision(self, decision: Decision) -> Decision | None:
-        """`decision` moved to a tier that takes images (`vision: true`), or None when no tier does.
+    def with_capabilities(self, decision: Decision, needs: frozenset[Capability]) -> Decision | None:
+        """`decision` moved to a tier that has every capability in `needs` (images, audio, files), or None when none has.
 
         The nearest such tier at or above the decided one in cost is taken (the classifier's
-        judgement of the text stands, and images never make an answer cheaper), else the dearest below.
+        judgement of the text stands, and images or audio never make an answer cheaper), else the dearest below.
         """
-        if self._plans[decision.tier].config.vision:
+        if needs <= self._plans[decision.tier].config.capabilities:
             return decision
         order = self._by_cost
         position = order.index(decision.tier)
-        above = [name for name in order[position:] if self._plans[name].config.vision]
-        below = [name for name in reversed(order[:position]) if self._plans[name].config.vision]
+        able = [name for name in order if needs <= self._plans[name].config.capabilities]
+        above = [name for name in order[position:] if name in able]
+        below = [name for name in reversed(order[:position]) if name in able]
         if not above and not below:
             return None
         name = (above or below)[0]
         plan = self._plans[name]
+        taken = " and ".join(sorted(needs))
         return replace(
             decision,
             tier=name,
             strategy=plan.config.strategy,
             expected_cost_usd=plan.cost(decision.prompt_tokens),
-            reasons=(*decision.reasons, f"the request holds images: tier '{name}' is the nearest that takes them"),
+            reasons=(*decision.reasons, f"the request needs {taken}: tier '{name}' is the nearest that takes it"),
             fallbacks=plan.fallbacks,
             escalation=plan.escalation,
         )

@@ -8,7 +8,7 @@ Documented with a commented example in docs/policy.md.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -45,6 +45,10 @@ class PriceConfig(_Model):
     prompt_tokens_per_second: float | None = Field(default=None, gt=0)
 
 
+Capability = Literal["vision", "audio", "files"]
+CAPABILITIES: tuple[Capability, ...] = get_args(Capability)
+
+
 class Tier(_Model):
     """A model tier: where completions come from, what they cost, and how much compute to spend."""
 
@@ -62,8 +66,15 @@ class Tier(_Model):
     timeout_s: float = Field(default=60.0, gt=0)
     expected_output_tokens: int = Field(default=256, ge=1)
     strategy: AnyStrategy = Field(default_factory=Direct)
-    # The model takes image_url content parts; requests with images go only to such tiers (else 400).
-    vision: bool = False
+    # What the model takes beside text; a request that needs one goes only to tiers declared with it (else 400).
+    vision: bool = False  # image_url content parts
+    audio: bool = False  # input_audio content parts, and audio output (`audio`, `modalities: [..., "audio"]`)
+    files: bool = False  # file content parts (PDFs)
+
+    @property
+    def capabilities(self) -> frozenset[Capability]:
+        """The capabilities declared true."""
+        return frozenset(name for name in CAPABILITIES if getattr(self, name))
 
 
 class Band(_Model):

@@ -33,6 +33,7 @@ from strategies.reasoning import REASONING_EFFORT_TOKENS, Reasoning
 from strategies.registry import STRATEGY_TYPES, AnyStrategy
 from strategies.sampling import Sampling
 from strategies.self_consistency import SelfConsistency
+from strategies.structured import StructuredForm, canonical_json, canonical_tool_calls, structured_form
 from strategies.verify import Verify
 from strategies.voting import Vote, majority_vote
 
@@ -57,8 +58,11 @@ __all__ = [
     "Strategy",
     "StrategyProblem",
     "StrategyResult",
+    "StructuredForm",
     "Verify",
     "Vote",
+    "canonical_json",
+    "canonical_tool_calls",
     "extract_answer",
     "extract_choice",
     "extract_number",
@@ -67,5 +71,6 @@ __all__ = [
     "majority_vote",
     "normalize_text",
     "reference_answer",
+    "structured_form",
     "with_instruction",
 ]

@@ -20,8 +20,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from core.errors import BackendBadResponse, BackendError
-from core.llm import Backend, Completion, GenerationParams, Message, with_text_appended
+from core.llm import NOTHING_RELAYED, Backend, Completion, GenerationParams, Message, Relayed, with_text_appended
 from strategies.extraction import AnswerType, extract_answer
+from strategies.structured import StructuredForm, canonical_json, canonical_tool_calls, structured_form
 
 # A problem found in a strategy's options: the path below `strategy` and what to do about it.
 StrategyProblem = tuple[tuple[str, ...], str]
@@ -36,6 +37,7 @@ class Sample:
     mean_logprob: float | None = None
     finish_reason: str = "stop"
     tool_calls: tuple[Mapping[str, Any], ...] | None = None
+    relayed: Relayed = NOTHING_RELAYED
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,14 +110,27 @@ class StrategyResult(CallTotals):
     stop_reason: str = "done"
 
     @property
+    def chosen(self) -> Sample | None:
+        """The sample the client gets: the first with the chosen text and answer (tool-call answers share text "")."""
+        return next((s for s in self.samples if s.text == self.text and s.answer == self.answer), None)
+
+    @property
     def finish_reason(self) -> str:
-        """The finish reason of the sample whose text was chosen."""
-        return next((s.finish_reason for s in self.samples if s.text == self.text), "stop")
+        """The finish reason of the chosen sample."""
+        chosen = self.chosen
+        return chosen.finish_reason if chosen is not None else "stop"
 
     @property
     def tool_calls(self) -> tuple[Mapping[str, Any], ...] | None:
-        """The tool calls of the chosen sample (single-sample strategies; votes are over text)."""
-        return next((s.tool_calls for s in self.samples if s.text == self.text), None)
+        """The tool calls of the chosen sample, as that sample made them (ids included)."""
+        chosen = self.chosen
+        return chosen.tool_calls if chosen is not None else None
+
+    @property
+    def relayed(self) -> Relayed:
+        """What the chosen sample's upstream answer holds for the client unread (audio, logprobs...)."""
+        chosen = self.chosen
+        return chosen.relayed if chosen is not None else NOTHING_RELAYED
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +153,16 @@ def with_instruction(messages: Sequence[Message], instruction: str) -> list[Mess
 
 
 class Recorder:
-    """Collects calls and samples while a strategy runs, and times it."""
+    """Collects calls and samples while a strategy runs, and times it.
 
-    def __init__(self, answer_type: AnswerType) -> None:
+    Each sample's answer is what a vote counts: the tier's `answer_type` read from the text, or, when
+    the call asks for tool calls or JSON (`form`, from the call's client fields), the canonical
+    structured answer (strategies.structured).
+    """
+
+    def __init__(self, answer_type: AnswerType, form: StructuredForm | None = None) -> None:
         self.answer_type = answer_type
+        self.form = form
         self.calls: list[CallRecord] = []
         self.samples: list[Sample] = []
         self.started = time.perf_counter()
@@ -160,16 +181,31 @@ class Recorder:
             raise BackendBadResponse("the backend returned no completions; the upstream answer is unusable.")
         self.calls.append(CallRecord.from_completions(completions, params.n))
         drawn = [
-            Sample(c.text, extract_answer(c.text, self.answer_type), c.mean_logprob, c.finish_reason, c.tool_calls)
+            Sample(c.text, self.answer_of(c), c.mean_logprob, c.finish_reason, c.tool_calls, c.relayed)
             for c in completions
         ]
         self.samples.extend(drawn)
         return drawn
 
+    def answer_of(self, completion: Completion) -> str | None:
+        """The answer a vote counts for `completion`."""
+        if self.form == "tool_calls" and completion.tool_calls:
+            return canonical_tool_calls(completion.tool_calls)
+        if self.form is not None:
+            structured = canonical_json(completion.text)
+            if structured is not None or self.form == "json":
+                return structured
+        return extract_answer(completion.text, self.answer_type)
+
     @classmethod
-    def continuing(cls, answer_type: AnswerType, previous: StrategyResult) -> Recorder:
+    def for_call(cls, answer_type: AnswerType, params: GenerationParams) -> Recorder:
+        """A recorder for calls made with `params`: its answers are structured when the client's fields ask for it."""
+        return cls(answer_type, structured_form(params.extra))
+
+    @classmethod
+    def continuing(cls, answer_type: AnswerType, params: GenerationParams, previous: StrategyResult) -> Recorder:
         """A recorder that already holds `previous`'s samples and calls, to draw more and vote again."""
-        recorder = cls(answer_type)
+        recorder = cls.for_call(answer_type, params)
         recorder.samples.extend(previous.samples)
         recorder.calls.extend(previous.calls)
         return recorder
@@ -209,6 +245,10 @@ class Strategy(BaseModel):
         """Whether a run's confidence says anything, so that escalation can act on it."""
         return False
 
+    def handles_structured_answers(self) -> bool:
+        """Whether a run still means what it says when answers are tool calls or JSON (else one direct call answers)."""
+        return True
+
     def max_samples(self) -> int:
         """Completions one run asks for at most (cost estimates price each as a call)."""
         return 1
@@ -238,7 +278,7 @@ class Strategy(BaseModel):
         call = self.one_call(messages, params)
         if call is None:  # pragma: no cover - multi-call strategies override run
             raise NotImplementedError(f"{type(self).__name__} makes several calls and must define run()")
-        recorder = Recorder(self.answer_type)
+        recorder = Recorder.for_call(self.answer_type, call.params)
         sample = (await recorder.draw(backend, call.messages, call.params))[0]
         return recorder.single(self.type, sample)
 
@@ -261,7 +301,7 @@ class Strategy(BaseModel):
                     error.spent_calls = (*done, *error.spent_calls)
                 raise error
             return tuple(run for run in runs if isinstance(run, StrategyResult))
-        recorder = Recorder(self.answer_type)
+        recorder = Recorder.for_call(self.answer_type, call.params)
         samples = await recorder.draw(backend, call.messages, call.params.replace(n=n))
         first = recorder.single(self.type, samples[0])
         rest = (dataclasses.replace(first, text=s.text, answer=s.answer, samples=(s,), calls=()) for s in samples[1:])

@@ -11,6 +11,7 @@ from pydantic import Field, model_validator
 from core.llm import Backend, GenerationParams, Message
 from strategies.base import OneCall, Recorder, Strategy, StrategyResult, with_instruction
 from strategies.chain_of_thought import STEP_BY_STEP
+from strategies.structured import structured_form
 from strategies.voting import Vote
 
 
@@ -46,14 +47,16 @@ class Sampling(Strategy):
         """None: a vote needs every sample before it can answer."""
         return None
 
-    def prompt(self, messages: Sequence[Message]) -> list[Message]:
-        """The messages each sample is drawn from."""
-        return with_instruction(messages, STEP_BY_STEP) if self.chain_of_thought else list(messages)
+    def prompt(self, messages: Sequence[Message], params: GenerationParams) -> list[Message]:
+        """The messages each sample is drawn from: no written-out reasoning when the answer must be a
+        tool call or JSON (it would be the answer's text, and the vote is over the calls or the JSON)."""
+        structured = structured_form(params.extra) is not None
+        return with_instruction(messages, STEP_BY_STEP) if self.chain_of_thought and not structured else list(messages)
 
     async def run(self, backend: Backend, messages: Sequence[Message], params: GenerationParams) -> StrategyResult:
         """Draw up to n samples and choose."""
-        draw = Draw(backend, self.prompt(messages), params.replace(temperature=self.temperature))
-        return await self.sample(draw, Recorder(self.answer_type), self.n, 0.0)
+        draw = Draw(backend, self.prompt(messages, params), params.replace(temperature=self.temperature))
+        return await self.sample(draw, Recorder.for_call(self.answer_type, params), self.n, 0.0)
 
     async def extend(
         self,
@@ -64,8 +67,8 @@ class Sampling(Strategy):
         extra: int,
     ) -> StrategyResult:
         """Draw up to `extra` more samples (same rules) and choose again over old and new together."""
-        recorder = Recorder.continuing(self.answer_type, previous)
-        draw = Draw(backend, self.prompt(messages), params.replace(temperature=self.temperature))
+        recorder = Recorder.continuing(self.answer_type, params, previous)
+        draw = Draw(backend, self.prompt(messages, params), params.replace(temperature=self.temperature))
         return await self.sample(draw, recorder, len(previous.samples) + extra, previous.latency_s)
 
     async def sample(self, draw: Draw, recorder: Recorder, target: int, earlier_latency_s: float) -> StrategyResult:
@@ -89,7 +92,7 @@ class Draw:
 def voted_result(
     name: str, recorder: Recorder, vote: Vote, stop_reason: str, extra_latency_s: float = 0.0
 ) -> StrategyResult:
-    """Wrap a vote as a result: the text is the first sample that gave the winning answer."""
+    """Wrap a vote as a result: the text (and tool calls) are the first sample that gave the winning answer."""
     samples = tuple(recorder.samples)
     chosen = next((s for s in samples if vote.answer is not None and s.answer == vote.answer), samples[0])
     return StrategyResult(

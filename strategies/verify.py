@@ -33,6 +33,10 @@ class Verify(Strategy):
         """True: the check's verdict."""
         return True
 
+    def handles_structured_answers(self) -> bool:
+        """False: a yes/no check of a tool call or a JSON document asks the model something else."""
+        return False
+
     def max_samples(self) -> int:
         """Two calls: the answer and the check."""
         return 2
@@ -43,7 +47,7 @@ class Verify(Strategy):
 
     async def run(self, backend: Backend, messages: Sequence[Message], params: GenerationParams) -> StrategyResult:
         """Answer, then check the answer."""
-        recorder = Recorder(self.answer_type)
+        recorder = Recorder.for_call(self.answer_type, params)
         answer = (await recorder.draw(backend, messages, params.replace(n=1)))[0]
         check: list[Message] = [
             *messages,

@@ -31,7 +31,9 @@ from core.errors import (
     BackendUnavailable,
     ConfigError,
 )
-from core.llm import Completion, GenerationParams, Message, Usage, estimate_stream_usage, split_evenly
+from core.llm import (
+    NOTHING_RELAYED, Completion, GenerationParams, Message, Relayed, Usage, estimate_stream_usage, split_evenly,
+)
 from strategies import CallRecord
 
 logger = logging.getLogger("router.backends")
@@ -191,6 +193,7 @@ class Upstream:
                 mean_logprob=mean_logprob(choice),
                 model=model,
                 tool_calls=tool_calls_of(field(choice, "message")),
+                relayed=relayed_of(choice),
             )
             for index, (choice, text, share) in enumerate(
                 zip(choices, texts, split_evenly(output_tokens, len(choices)), strict=True)
@@ -234,7 +237,27 @@ def tool_calls_of(message: Any) -> tuple[dict[str, Any], ...] | None:
     calls = field(message, "tool_calls")
     if not calls:
         return None
-    return tuple(call if isinstance(call, dict) else call.model_dump(exclude_none=True) for call in calls)
+    return tuple(_plain(call) for call in calls)
+
+
+# Reply message fields the client gets as the upstream sent them (content and tool_calls are read).
+RELAYED_MESSAGE_FIELDS = ("audio", "function_call", "refusal", "annotations")
+
+
+def relayed_of(choice: Any) -> Relayed:
+    """The parts of a choice the router passes on unread: the message's audio, function_call... and the logprobs."""
+    message = field(choice, "message")
+    fields = {name: _plain(value) for name in RELAYED_MESSAGE_FIELDS if (value := field(message, name))}
+    logprobs = field(choice, "logprobs")
+    if not fields and not logprobs:
+        return NOTHING_RELAYED
+    return Relayed(fields, _plain(logprobs) if logprobs else None)
+
+
+def _plain(value: Any) -> Any:
+    """A JSON value from a JSON value or one of LiteLLM's pydantic objects."""
+    dump = getattr(value, "model_dump", None)
+    return dump(exclude_none=True) if callable(dump) else value
 
 
 class ToolCallDeltas:

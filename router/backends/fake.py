@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from core.llm import (
     Completion,
@@ -25,6 +26,7 @@ class FakeReply:
     text: str
     mean_logprob: float | None = None
     finish_reason: str = "stop"
+    tool_calls: tuple[Mapping[str, Any], ...] | None = None  # then finish_reason is "tool_calls"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,8 @@ class FakeBackend:
             words = reply.text.split()[: params.max_tokens]
             text = reply.text if len(reply.text.split()) <= params.max_tokens else " ".join(words)
             finish = reply.finish_reason if len(words) == len(reply.text.split()) else "length"
+            if reply.tool_calls:
+                finish = "tool_calls"
             usage = Usage(input_tokens if index == 0 else 0, max(1, len(words)))
             completions.append(
                 Completion(
@@ -112,6 +116,7 @@ class FakeBackend:
                     latency_s=self.delay_s,
                     mean_logprob=reply.mean_logprob if params.logprobs else None,
                     model=self.model,
+                    tool_calls=reply.tool_calls,
                 )
             )
         self.calls.append(FakeCall(tuple(messages), params, tuple(completions)))

@@ -19,6 +19,7 @@ from rich.table import Table
 from classifiers.records import OutcomeRecord
 from policies import Policy, load_policy
 from policies.calibrate import Calibration, calibrate, format_threshold, write_thresholds
+from policies.checks import request_notes
 from policies.simulate import (
     SimulationReport,
     compare,
@@ -102,6 +103,8 @@ def check(
         f"{', '.join(policy.tier_names)}; {len(config.rules)} rules; "
         f"{len(config.escalation)} escalation steps)"
     )
+    for note in request_notes(config):
+        typer.echo(f"  note: {note}")
 
 
 @policy_app.command("explain")

@@ -8,6 +8,8 @@ from router.execution.executor import (
     LiveStream,
     RequestOptions,
     Target,
+    declare_message,
+    needs_message,
     spent_calls,
 )
 from router.execution.providers import DefaultBackends, passthrough_allowed
@@ -21,6 +23,8 @@ __all__ = [
     "LiveStream",
     "RequestOptions",
     "Target",
+    "declare_message",
+    "needs_message",
     "passthrough_allowed",
     "spent_calls",
 ]

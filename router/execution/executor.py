@@ -23,12 +23,14 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from core.errors import BackendError, BackendUnavailable, ConfigError, InvalidRequest
-from core.llm import Backend, Completion, GenerationParams, Message, ReasoningEffort, StreamingBackend, TokenPrice
+from core.llm import (
+    NOTHING_RELAYED, Backend, Completion, GenerationParams, Message, ReasoningEffort, Relayed, StreamingBackend, TokenPrice,
+)
 from core.names import PASSTHROUGH
 from policies.policy import Decision, Policy
-from policies.schema import EscalationStep, Passthrough, Tier
+from policies.schema import Capability, EscalationStep, Passthrough, Tier
 from router import tracing
-from strategies import CallRecord, CallTotals, Direct, Sampling, Strategy, StrategyResult
+from strategies import CallRecord, CallTotals, Direct, Sampling, Strategy, StrategyResult, structured_form
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +62,8 @@ class RequestOptions:
     `forwarded` are the client's OpenAI fields the router does not read (tools, response_format,
     seed, user...), sent to every target verbatim; `sent` is everything the client sent apart from
     the fields the proxy owns (model, messages, stream, stream_options), which pass-through
-    forwards and nothing else. `single_sample` names the first field a vote cannot be taken over
-    (tools, response_format), so that a multi-sample tier answers with one direct call instead.
+    forwards and nothing else. `needs` are the capabilities the request needs of a tier (images,
+    audio, files: `Tier.capabilities`).
     """
 
     max_tokens: int | None = None
@@ -72,13 +74,22 @@ class RequestOptions:
     n: int = 1  # answers the client wants, each produced by the target's strategy
     forwarded: Mapping[str, Any] = field(default_factory=dict)
     sent: Mapping[str, Any] = field(default_factory=dict)
-    images: bool = False
+    needs: frozenset[Capability] = frozenset()
     headers: Mapping[str, str] = field(default_factory=dict)  # sent with every upstream call (trace context)
 
     @property
+    def structured(self) -> str | None:
+        """The field whose answers are tool calls or JSON (a vote is over their canonical form), or None."""
+        return next((name for name in STRUCTURED_FIELDS if name in self.forwarded), None)
+
+    @property
     def single_sample(self) -> str | None:
-        """The field that makes a vote meaningless (a multi-sample tier falls back to direct), or None."""
-        return next((name for name in SINGLE_SAMPLE_FIELDS if name in self.forwarded), None)
+        """The field whose answer no vote can be taken over (audio output): a multi-call tier answers with one call."""
+        return "audio" if "audio" in self.needs and "audio" in self.forwarded else None
+
+    def capability_param(self, missing: Sequence[Capability]) -> str:
+        """The field a refusal for `missing` capabilities names: `audio` for audio output alone, else the messages."""
+        return "audio" if list(missing) == ["audio"] and "audio" in self.forwarded else "messages"
 
     def params(self, *, max_tokens: int, timeout_s: float) -> GenerationParams:
         """The base settings of a call: the client's where given, capped by the target's."""
@@ -105,23 +116,42 @@ class RequestOptions:
         )
 
     def check(self, tier: Tier) -> None:
-        """Refuse what `tier` cannot take: images on a tier not declared `vision: true`, tools on a local model."""
-        if self.images and not tier.vision:
+        """Refuse what `tier` cannot take: a capability it is not declared with, tools on a local model."""
+        missing = sorted(self.needs - tier.capabilities)
+        if missing:
+            param = self.capability_param(missing)
             raise InvalidRequest(
-                f"messages: the request holds images, and tier '{tier.name}' does not take images; "
-                "send it to a tier with `vision: true` in router.yaml, or send text only.",
-                param="messages", code="unsupported_content",
+                f"{param}: {needs_message(missing)}, and tier '{tier.name}' does not take that; send it to a tier "
+                f"with {declare_message(missing)} in router.yaml, or send text only.",
+                param=param, code="unsupported_content",
             )
-        if tier.backend == "local" and self.single_sample is not None:
+        structured = self.structured
+        if tier.backend == "local" and structured is not None:
             raise InvalidRequest(
-                f"{self.single_sample}: tier '{tier.name}' is a local model, which this router runs without "
+                f"{structured}: tier '{tier.name}' is a local model, which this router runs without "
                 "tool calling or structured output; send the request to a hosted tier, or leave the field out.",
-                param=self.single_sample, code="unsupported_parameter",
+                param=structured, code="unsupported_parameter",
             )
 
 
-# Request fields whose answers cannot be voted on as text: a multi-sample tier answers with one call.
-SINGLE_SAMPLE_FIELDS = ("tools", "functions", "response_format")
+# Request fields whose answers are tool calls or JSON: a vote counts their canonical form.
+STRUCTURED_FIELDS = ("tools", "functions", "response_format")
+# What each capability is in a request, and the request field a refusal names.
+CAPABILITY_WORDS: Mapping[Capability, str] = {
+    "vision": "images (image_url parts)",
+    "audio": "audio (input_audio parts or audio output)",
+    "files": "files (file parts)",
+}
+
+
+def needs_message(needs: Sequence[Capability]) -> str:
+    """'the request holds images (image_url parts) and audio (...)' for a refusal."""
+    return "the request holds " + " and ".join(CAPABILITY_WORDS[need] for need in needs)
+
+
+def declare_message(needs: Sequence[Capability]) -> str:
+    """'`vision: true` and `audio: true`': what router.yaml must say of a tier to take them."""
+    return " and ".join(f"`{need}: true`" for need in needs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +161,7 @@ class Choice:
     text: str
     finish_reason: str
     tool_calls: tuple[Mapping[str, Any], ...] | None = None
+    relayed: Relayed = NOTHING_RELAYED
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,11 +178,12 @@ class ExecutionResult(CallTotals):
     failed: tuple[str, ...] = ()  # attempts that raised before the answering one
     tool_calls: tuple[Mapping[str, Any], ...] | None = None
     more: tuple[Choice, ...] = ()  # the client's other answers when it asked for n > 1
+    relayed: Relayed = NOTHING_RELAYED
 
     @property
     def choices(self) -> tuple[Choice, ...]:
         """Every answer, in the order the client gets them."""
-        return (Choice(self.text, self.finish_reason, self.tool_calls), *self.more)
+        return (Choice(self.text, self.finish_reason, self.tool_calls, self.relayed), *self.more)
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -199,6 +231,7 @@ class LiveStream:
         return ExecutionResult(
             text, finish, self.tier, self.strategy, calls, stages=(self.tier,), failed=self.failed,
             tool_calls=final.tool_calls if final is not None else None,
+            relayed=final.relayed if final is not None else NOTHING_RELAYED,
         )
 
     async def aclose(self) -> None:
@@ -297,9 +330,13 @@ class Executor:
         strategy: Strategy = tier.strategy
         label = ""
         reason = options.single_sample
+        if reason is None and options.structured is not None and not strategy.handles_structured_answers():
+            reason = options.structured
         if reason is not None and strategy.one_call((), params) is None:
-            # A vote over tool calls or structured output is not a vote over text: one direct call answers.
+            # No vote or check means anything over these answers: one direct call answers (docs/proxy.md).
             strategy, label = Direct(), f"direct (fallback: {reason})"
+        elif options.structured is not None and strategy.one_call((), params) is None:
+            label = f"{strategy.type} (votes on {structured_form(params.extra)})"
         return Target(
             name, tier.model, backend, strategy,
             strategy.prepare(params, tier_max_tokens=tier.max_tokens), policy.escalation(name), label,
@@ -364,6 +401,7 @@ class Executor:
             confidence=result.confidence,
             stages=tuple(stages),
             tool_calls=result.tool_calls,
+            relayed=result.relayed,
         )
 
     async def _run_n(self, target: Target, messages: Sequence[Message], n: int) -> ExecutionResult:
@@ -383,5 +421,6 @@ class Executor:
             confidence=first.confidence,
             stages=(target.tier,),
             tool_calls=first.tool_calls,
-            more=tuple(Choice(r.text, r.finish_reason, r.tool_calls) for r in results[1:]),
+            relayed=first.relayed,
+            more=tuple(Choice(r.text, r.finish_reason, r.tool_calls, r.relayed) for r in results[1:]),
         )

@@ -27,7 +27,7 @@ from core.names import ROUTER_MODELS
 from router import tracing
 from router.auth import Principal
 from core.errors import InvalidRequest, LimitExceeded, ModelNotFound
-from router.execution import ExecutionResult, LiveStream, passthrough_allowed
+from router.execution import ExecutionResult, LiveStream, RequestOptions, declare_message, needs_message, passthrough_allowed
 from router.ledger.entry import LedgerEntry
 from router.ratelimit import Rate
 from router.server.errors import describe
@@ -208,8 +208,8 @@ class ChatPipeline:
                 decision = policy.decide(conversation, difficulty, metadata, model)
             session = await self.sessions.route(policy, decision, headers or {}, principal.name, chat.messages, conversation)
             decision = session.decision if session is not None else decision
-            if chat.options.images:
-                decision = _with_vision(policy, decision)
+            if chat.options.needs:
+                decision = _with_capabilities(policy, decision, chat.options)
         elif forced:
             decision = policy.forced(model, conversation)
         else:
@@ -289,13 +289,15 @@ class ChatPipeline:
             await runtime.live.after_request(entry, plan.chat.messages, outcome.text, metadata=plan.metadata)
 
 
-def _with_vision(policy: Policy, decision: Decision) -> Decision:
-    """A routed request with images goes to a tier that takes them; with none configured, a 400 says so."""
-    moved = policy.with_vision(decision)
+def _with_capabilities(policy: Policy, decision: Decision, options: RequestOptions) -> Decision:
+    """A routed request with images, audio or files goes to a tier that takes them; with none configured, a 400 says so."""
+    moved = policy.with_capabilities(decision, options.needs)
     if moved is None:
+        needs = sorted(options.needs)
+        param = options.capability_param(needs)
         raise InvalidRequest(
-            "messages: the request holds images, and no tier of this router takes images; add `vision: true` "
-            "to a tier in router.yaml whose model reads images, or send text only.",
-            param="messages", code="unsupported_content",
+            f"{param}: {needs_message(needs)}, and no tier of this router takes that; add {declare_message(needs)} "
+            "to a tier in router.yaml whose model reads it, or send text only.",
+            param=param, code="unsupported_content",
         )
     return moved

@@ -3,8 +3,9 @@
 The router reads: model, messages (their text), max_tokens / max_completion_tokens, temperature,
 top_p, stop, n (1 only), stream, stream_options.include_usage, metadata (rules' input) and
 reasoning_effort. The rest of OpenAI's fields (tools, tool_choice, response_format, seed,
-logprobs, penalties, user...) are checked for shape and forwarded to the tier verbatim; legacy
-`functions` / `function_call` and audio output are refused with a 400 that names the replacement.
+logprobs, penalties, user...) are checked for shape and forwarded to the tier verbatim. Images,
+audio (input parts and audio output) and file parts are capabilities a tier declares
+(`vision`, `audio`, `files` in router.yaml): a request that needs one goes only to such tiers.
 Pass-through forwards everything the client sent except model, messages, stream and
 stream_options (docs/proxy.md, "Drop-in surface"). `null` counts as absent. Unknown names are
 refused as OpenAI does.
@@ -24,6 +25,7 @@ from starlette.requests import Request
 
 from core.errors import InvalidRequest
 from core.llm import REASONING_EFFORTS, Message, ReasoningEffort
+from policies.schema import Capability
 from router.execution import RequestOptions
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
@@ -40,7 +42,7 @@ FORWARDED = frozenset(
         "tools", "tool_choice", "parallel_tool_calls", "response_format", "seed", "logprobs", "top_logprobs",
         "presence_penalty", "frequency_penalty", "logit_bias", "user", "service_tier", "store",
         "prompt_cache_key", "prompt_cache_retention", "prompt_cache_options", "safety_identifier", "prediction",
-        "verbosity", "web_search_options", "modalities", "moderation",
+        "verbosity", "web_search_options", "modalities", "moderation", "audio",
         # OpenAI's deprecated function calling still works upstream: forwarded like tools.
         "functions", "function_call",
     }
@@ -54,15 +56,15 @@ NEUTRAL: Mapping[str, tuple[Any, ...]] = {
     "logit_bias": ({},),
     "presence_penalty": (0, 0.0),
     "frequency_penalty": (0, 0.0),
-    "modalities": (["text"],),
-}
-REFUSED: Mapping[str, str] = {
-    "audio": "audio output is not served by this router; remove `audio` and ask for text.",
+    "modalities": (["text"], []),
 }
 # `audio` on an assistant turn points at an earlier audio answer; `function_call` is the deprecated
 # form of tool_calls: both go upstream in the message's own form.
 MESSAGE_KEYS = frozenset({"role", "content", "name", "refusal", "tool_calls", "tool_call_id", "function_call", "audio"})
-PART_TYPES = ("text", "image_url", "refusal")
+PART_TYPES = ("text", "image_url", "refusal", "input_audio", "file")
+# Content parts that need a tier capability, and the part's object that must be there.
+PART_NEEDS: Mapping[str, Capability] = {"image_url": "vision", "input_audio": "audio", "file": "files"}
+MODALITIES = ("text", "audio")
 TOOL_CHOICES = ("none", "auto", "required")
 RESPONSE_FORMATS = ("text", "json_object", "json_schema")
 MAX_STOP = 4
@@ -174,8 +176,6 @@ def parse_chat_request(body: Any, *, max_tokens_limit: int, max_messages: int) -
         )
     present = {key: value for key, value in body.items() if value is not None}
     for key in present:
-        if key in REFUSED:
-            raise InvalidRequest(f"{key}: {REFUSED[key]}", param=key, code="unsupported_parameter")
         if key not in OWNED and key not in READ and key not in FORWARDED:
             raise InvalidRequest(f"Unrecognized request argument supplied: {key}.", param=key, code="unknown_parameter")
     model = present.get("model")
@@ -184,7 +184,7 @@ def parse_chat_request(body: Any, *, max_tokens_limit: int, max_messages: int) -
             "model: is required and must be a non-empty string, e.g. \"router\" or a tier name.",
             param="model", code="missing_required_parameter" if model is None else "invalid_type",
         )
-    messages, images = _messages(present.get("messages"), max_messages)
+    messages, needs = _messages(present.get("messages"), max_messages)
     stream = _bool(present, "stream", False)
     include_usage = False
     if "stream_options" in present:
@@ -230,7 +230,7 @@ def parse_chat_request(body: Any, *, max_tokens_limit: int, max_messages: int) -
             n=n,
             forwarded=forwarded,
             sent={key: value for key, value in body.items() if key not in OWNED},
-            images=images,
+            needs=needs | _output_needs(forwarded),
         ),
         stream=stream,
         include_usage=include_usage,
@@ -264,9 +264,18 @@ def _forwarded(present: Mapping[str, Any]) -> dict[str, Any]:
             param="logit_bias", code="invalid_value",
         )
     modalities = present.get("modalities")
-    if modalities is not None and (not isinstance(modalities, list) or set(modalities) - {"text"}):
+    if modalities is not None and (
+        not isinstance(modalities, list) or any(kind not in MODALITIES for kind in modalities)
+    ):
         raise InvalidRequest(
-            "modalities: only [\"text\"] is served by this router; remove audio.", param="modalities", code="unsupported_value"
+            f"modalities: must be a list of {' and '.join(repr(kind) for kind in MODALITIES)}.",
+            param="modalities", code="invalid_value",
+        )
+    audio = present.get("audio")
+    if audio is not None and not isinstance(audio, dict):
+        raise InvalidRequest(
+            "audio: must be an object such as {\"voice\": \"alloy\", \"format\": \"wav\"}.",
+            param="audio", code="invalid_type",
         )
     forwarded = {
         key: value for key, value in present.items() if key in FORWARDED and value not in NEUTRAL.get(key, ())
@@ -276,6 +285,12 @@ def _forwarded(present: Mapping[str, Any]) -> dict[str, Any]:
         forwarded.pop("tool_choice", None)
         forwarded.pop("parallel_tool_calls", None)
     return forwarded
+
+
+def _output_needs(forwarded: Mapping[str, Any]) -> frozenset[Capability]:
+    """What the answer asked for needs of a tier: audio output (`audio`, or `modalities` with "audio")."""
+    modalities = forwarded.get("modalities") or ()
+    return frozenset({"audio"}) if "audio" in forwarded or "audio" in modalities else frozenset()
 
 
 def _tools(value: Any) -> None:
@@ -316,8 +331,8 @@ def _response_format(value: Any) -> None:
         )
 
 
-def _messages(value: Any, max_messages: int) -> tuple[tuple[Message, ...], bool]:
-    """The messages, and whether any of them holds an image."""
+def _messages(value: Any, max_messages: int) -> tuple[tuple[Message, ...], frozenset[Capability]]:
+    """The messages, and the capabilities their content needs of a tier (images, audio, files)."""
     if value is None:
         raise InvalidRequest(
             "messages: is required: a list of {\"role\": ..., \"content\": ...} objects.",
@@ -335,10 +350,10 @@ def _messages(value: Any, max_messages: int) -> tuple[tuple[Message, ...], bool]
             param="messages", code="invalid_value",
         )
     parsed = [_message(item, f"messages[{index}]") for index, item in enumerate(value)]
-    return tuple(message for message, _ in parsed), any(image for _, image in parsed)
+    return tuple(message for message, _ in parsed), frozenset().union(*(needs for _, needs in parsed))
 
 
-def _message(item: Any, where: str) -> tuple[Message, bool]:
+def _message(item: Any, where: str) -> tuple[Message, frozenset[Capability]]:
     if not isinstance(item, dict):
         raise InvalidRequest(
             f"{where}: must be an object with `role` and `content`, not {_json_type(item)}.", param=where, code="invalid_type"
@@ -370,33 +385,29 @@ def _message(item: Any, where: str) -> tuple[Message, bool]:
     # An assistant turn's content may be null (tool or function calls, audio, a refusal: OpenAI's schema
     # allows it on every assistant turn), and so may a function result's.
     optional = role in ("assistant", "function")
-    text, image = _content(item.get("content"), f"{where}.content", optional)
+    text, needs = _content(item.get("content"), f"{where}.content", optional)
     message = Message(role=role, content=text)
     if set(item) != {"role", "content"} or not isinstance(item.get("content"), str):
         message["wire"] = item
-    return message, image
+    return message, needs
 
 
-def _content(value: Any, where: str, optional: bool) -> tuple[str, bool]:
-    """The text of a message's content (text parts joined), and whether it holds an image."""
-    image = False
+def _content(value: Any, where: str, optional: bool) -> tuple[str, frozenset[Capability]]:
+    """The text of a message's content (text parts joined), and what its other parts need of a tier."""
+    needs: set[Capability] = set()
     if isinstance(value, list):
         texts = []
         for index, part in enumerate(value):
             kind = part.get("type") if isinstance(part, dict) else None
             if kind not in PART_TYPES:
                 raise InvalidRequest(
-                    f"{where}[{index}]: only text and image_url parts are served by this router; "
-                    "audio and file parts are not.",
-                    param=f"{where}[{index}]", code="unsupported_parameter",
+                    f"{where}[{index}].type: must be one of {', '.join(PART_TYPES)}.",
+                    param=f"{where}[{index}]", code="invalid_value",
                 )
             assert isinstance(part, dict)
-            if kind == "image_url":
-                if not isinstance(_field(part, "image_url", "url"), str):
-                    raise InvalidRequest(
-                        f"{where}[{index}].image_url: must be {{\"url\": ...}}.", param=f"{where}[{index}]", code="invalid_value"
-                    )
-                image = True
+            if kind in PART_NEEDS:
+                _non_text_part(part, kind, f"{where}[{index}]")
+                needs.add(PART_NEEDS[kind])
                 continue
             text = part.get(kind)
             if not isinstance(text, str):
@@ -405,28 +416,38 @@ def _content(value: Any, where: str, optional: bool) -> tuple[str, bool]:
                 )
             texts.append(text)
         value = "\n".join(texts)
-        if image:
-            return value, True
+        if needs:
+            return value, frozenset(needs)
     if value is None:
         if optional:
-            return "", False
+            return "", frozenset()
         raise InvalidRequest(f"{where}: is required: the message's text.", param=where, code="missing_required_parameter")
     if not isinstance(value, str):
         raise InvalidRequest(f"{where}: must be a string, not {_json_type(value)}.", param=where, code="invalid_type")
-    return value, False
+    return value, frozenset()
+
+
+def _non_text_part(part: Mapping[str, Any], kind: str, where: str) -> None:
+    """Check the shape of an image, audio or file part (the tier reads its data, the router does not)."""
+    body = part.get(kind)
+    if kind == "image_url":
+        valid, shape = isinstance(_field(part, kind, "url"), str), '{"url": ...}'
+    elif kind == "input_audio":
+        valid, shape = isinstance(_field(part, kind, "data"), str), '{"data": <base64>, "format": "wav" or "mp3"}'
+    else:
+        valid, shape = isinstance(body, dict), '{"file_data": <base64>, "filename": ...} or {"file_id": ...}'
+    if not valid:
+        raise InvalidRequest(f"{where}.{kind}: must be {shape}.", param=where, code="invalid_value")
 
 
 def _max_tokens(present: Mapping[str, Any], limit: int) -> int | None:
-    # max_completion_tokens replaced max_tokens: when both are sent, it is the one that counts.
+    # max_completion_tokens replaced max_tokens: when both are sent, it is the one that counts. It is
+    # a ceiling, so one above the proxy's limit is lowered to it, as each tier's max_tokens lowers it
+    # again: a client that says `model: router` cannot know every tier's limit.
     values = {key: present[key] for key in ("max_completion_tokens", "max_tokens") if key in present}
     for key in values:
         number = _int(present, key, None, 1)
-        if number is not None and number > limit:
-            raise InvalidRequest(
-                f"{key}: {number} is more than this proxy allows ({limit}); ask for fewer tokens.",
-                param=key, code="invalid_value",
-            )
-        return number
+        return min(number, limit) if number is not None else None
     return None
 
 

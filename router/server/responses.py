@@ -8,6 +8,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from router.execution import Choice
+
 DONE = b"data: [DONE]\n\n"
 _PIECES = re.compile(r"\S+\s*|\s+")  # word-sized pieces for answers that did not stream upstream
 
@@ -29,20 +31,20 @@ def usage_body(input_tokens: int, output_tokens: int) -> dict[str, int]:
 ToolCalls = Sequence[Mapping[str, Any]]
 
 
-def message_body(text: str, tool_calls: ToolCalls | None) -> dict[str, Any]:
-    """An assistant message; an answer that only calls tools has `content: null`."""
-    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
-    if tool_calls:
-        message["tool_calls"] = [dict(call) for call in tool_calls]
-        message["content"] = text or None
+def message_body(choice: Choice) -> dict[str, Any]:
+    """An assistant message; an answer that only calls tools (or a function, or answers in audio) has `content: null`."""
+    message: dict[str, Any] = {"role": "assistant", "content": choice.text, "refusal": None, **choice.relayed.message}
+    if choice.tool_calls:
+        message["tool_calls"] = [dict(call) for call in choice.tool_calls]
+    if choice.tool_calls or set(choice.relayed.message) & {"function_call", "audio"}:
+        message["content"] = choice.text or None
     return message
 
 
 def completion_body(
-    completion_id: str, model: str, choices: Sequence[tuple[str, str, ToolCalls | None]],
-    input_tokens: int, output_tokens: int, fingerprint: str,
+    completion_id: str, model: str, choices: Sequence[Choice], input_tokens: int, output_tokens: int, fingerprint: str,
 ) -> bytes:
-    """A whole `chat.completion` object; `choices` are (text, finish_reason, tool_calls), index order."""
+    """A whole `chat.completion` object; `choices` in index order."""
     return dumps(
         {
             "id": completion_id,
@@ -51,8 +53,11 @@ def completion_body(
             "model": model,
             "system_fingerprint": fingerprint,
             "choices": [
-                {"index": index, "message": message_body(text, calls), "logprobs": None, "finish_reason": finish}
-                for index, (text, finish, calls) in enumerate(choices)
+                {
+                    "index": index, "message": message_body(choice),
+                    "logprobs": choice.relayed.logprobs, "finish_reason": choice.finish_reason,
+                }
+                for index, choice in enumerate(choices)
             ],
             "usage": usage_body(input_tokens, output_tokens),
         }

@@ -35,7 +35,7 @@ class ServerSettings(BaseSettings):
     )
     max_body_bytes: int = Field(default=1_000_000, ge=1_024, description="Larger request bodies get a 400.")
     max_tokens_limit: int = Field(
-        default=131_072, ge=1, description="A max_tokens above this is refused as absurd (400)."
+        default=131_072, ge=1, description="A client's max_tokens above this is lowered to it (each tier caps it again)."
     )
     max_messages: int = Field(default=1_000, ge=1, description="More messages than this get a 400.")
     reload_interval_s: float = Field(

@@ -420,3 +420,24 @@ def test_explain_and_simulate_score_with_the_policys_classifier(
     report = json.loads(simulated.stdout)["policy"]
     assert report["difficulty_source"].startswith("classifier ")
     assert report["records"] == 60
+
+
+def test_check_says_how_tiers_serve_tools_audio_and_images(tmp_path: Path) -> None:
+    config = tmp_path / "router.yaml"
+    config.write_text(
+        TWO_TIERS.replace(
+            "    model: test/strong\n",
+            "    model: test/strong\n    audio: true\n    strategy: {type: self_consistency, n: 3}\n",
+        ).replace("    model: test/weak\n", "    model: test/weak\n    strategy: {type: verify}\n")
+    )
+    result = runner.invoke(app, ["policy", "check", str(config)])
+    assert result.exit_code == 0, result.output
+    notes = [line.strip() for line in result.output.splitlines() if line.strip().startswith("note:")]
+    assert notes == [
+        "note: tier 'weak' (verify): requests with tools or response_format are answered by one direct call",
+        "note: tier 'strong' (self_consistency n=3, chain of thought): votes over tool calls and JSON answers "
+        "count their canonical form",
+        "note: tier 'strong' (self_consistency n=3, chain of thought): audio output is answered by one direct call",
+        "note: no tier has `vision: true`: requests that need it get a 400",
+        "note: no tier has `files: true`: requests that need it get a 400",
+    ]

@@ -52,7 +52,8 @@ def test_langchain_bind_tools_two_turn_loop(served: tuple[Proxy, Upstream], mode
     assert (call["name"], call["args"]) == ("get_weather", {"query": "Oslo"})
     assert upstream.requests[-1]["tools"][0]["function"]["name"] == "get_weather"
     assert upstream.requests[-1]["model"] == UPSTREAM_MODEL[model]
-    assert "n" not in upstream.requests[-1]  # deep answers tools with one direct call, not a vote
+    # deep draws its three samples in one call and votes on their canonical tool calls
+    assert upstream.requests[-1].get("n") == (3 if model == "deep" else None)
     messages += [first, ToolMessage(get_weather.invoke(call["args"]), tool_call_id=call["id"])]
     second = with_tools.invoke(messages)
     assert second.content == "tool said: rain in Oslo"

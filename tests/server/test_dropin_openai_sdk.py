@@ -59,7 +59,7 @@ def test_passthrough_without_sampling_fields_sends_none(served: tuple[Proxy, Ups
 
 @pytest.mark.parametrize("model", MODELS)
 def test_two_turn_tool_loop(served: tuple[Proxy, Upstream], model: str) -> None:
-    proxy, _ = served
+    proxy, upstream = served
     messages: list[Any] = [{"role": "user", "content": "Oslo"}]
     with client(proxy) as api:
         raw = api.chat.completions.with_raw_response.create(model=model, messages=messages, tools=[WEATHER])
@@ -72,8 +72,10 @@ def test_two_turn_tool_loop(served: tuple[Proxy, Upstream], model: str) -> None:
         assert call.type == "function"
         assert call.function.name == "get_weather"
         assert json.loads(call.function.arguments) == {"query": "Oslo"}
-        if model == "deep":
-            assert raw.headers["x-router-strategy"] == "direct (fallback: tools)"
+        if model == "deep":  # three samples in one call, voted on their canonical tool calls, no reasoning asked
+            assert raw.headers["x-router-strategy"] == "self_consistency (votes on tool_calls)"
+            sent = upstream.requests[-1]
+            assert sent["n"] == 3 and sent["messages"] == messages
         messages += [choice.message.model_dump(exclude_none=True),
                      {"role": "tool", "tool_call_id": call.id, "content": "rain, 9 C"}]
         second = api.chat.completions.create(model=model, messages=messages, tools=[WEATHER])

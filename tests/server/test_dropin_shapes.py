@@ -44,6 +44,6 @@ def test_spec_shapes_are_served_on_the_routed_path(proxy: Proxy, shape: dict[str
     response = httpx.post(f"{proxy.api}/chat/completions", json={"model": "router", **shape}, timeout=10)
     assert response.status_code == 200, response.text
     if "tools" in shape and "hard" in str(shape["messages"]):
-        # The multi-sample tier cannot vote on tool calls: one direct call, and the header says so.
+        # The multi-sample tier votes on the canonical tool calls, and the header says so.
         assert response.headers["x-router-tier"] == "deep"
-        assert response.headers["x-router-strategy"] == "direct (fallback: tools)"
+        assert response.headers["x-router-strategy"] == "self_consistency (votes on tool_calls)"

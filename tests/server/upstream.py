@@ -10,7 +10,9 @@
   - with a `tool` message last: `tool said: <its content>`;
   - with `response_format` json_schema: a JSON value made from the schema (strings "x", numbers 1,
     booleans true, arrays empty); json_object: `{"reply": <last user text>}`;
-  - with `n`: n choices.
+  - with `n`: n choices;
+  - with `audio` (audio output): `message.audio` (id, base64 data, transcript: the reply) and `content: null`;
+  - with `logprobs`: `choices[].logprobs.content`, one entry per word of the reply (logprob -0.5).
 """
 
 from __future__ import annotations
@@ -23,16 +25,27 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 
 
-def _completion(model: str, text: str, prompt_tokens: int, calls: list[dict[str, Any]] | None = None, n: int = 1) -> bytes:
+def _completion(
+    model: str, text: str, prompt_tokens: int, calls: list[dict[str, Any]] | None = None, n: int = 1,
+    body: dict[str, Any] | None = None,
+) -> bytes:
+    asked = body or {}
     message: dict[str, Any] = {"role": "assistant", "content": None if calls else text}
     if calls:
         message["tool_calls"] = calls
+    if asked.get("audio"):
+        message.update(content=None, audio={"id": "audio_1", "data": "UklGRg==", "expires_at": 0, "transcript": text})
+    logprobs = None
+    if asked.get("logprobs"):
+        logprobs = {"content": [{"token": word, "logprob": -0.5, "bytes": None, "top_logprobs": []} for word in text.split()]}
     finish = "tool_calls" if calls else "stop"
     output = len(text.split()) if not calls else len(json.dumps(calls).split())
     return json.dumps(
         {
             "id": "up-1", "object": "chat.completion", "created": 0, "model": model,
-            "choices": [{"index": i, "message": message, "finish_reason": finish} for i in range(n)],
+            "choices": [
+                {"index": i, "message": message, "logprobs": logprobs, "finish_reason": finish} for i in range(n)
+            ],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": output * n,
                       "total_tokens": prompt_tokens + output * n},
         }
@@ -143,7 +156,7 @@ class Upstream:
             await send({"type": "http.response.body", "body": _chunk(model, {}, usage=usage), "more_body": True})
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})
             return
-        await self._send(send, 200, _completion(model, text, prompt_tokens, calls, int(body.get("n") or 1)))
+        await self._send(send, 200, _completion(model, text, prompt_tokens, calls, int(body.get("n") or 1), body))
 
     async def _drip(self, model: str, receive: Receive, send: Send) -> None:
         gone = asyncio.Event()

@@ -10,7 +10,7 @@ from strategies import STRATEGY_TYPES, AnyStrategy, BestOfN, Sampling, SelfConsi
 
 MODULES = {
     "base", "best_of_n", "chain_of_thought", "direct", "extraction", "reasoning", "registry", "sampling",
-    "self_consistency", "verify", "voting",
+    "self_consistency", "structured", "verify", "voting",
 }
 SCHEMA = TypeAdapter(AnyStrategy)
 

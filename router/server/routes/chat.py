@@ -85,7 +85,7 @@ async def chat_completions(request: Request, runtime: RuntimeDep, policy: Policy
     return Response(
         completion_body(
             f"chatcmpl-{request_id}", _model(outcome, plan),
-            [(choice.text, choice.finish_reason, choice.tool_calls) for choice in outcome.choices],
+            outcome.choices,
             outcome.input_tokens, outcome.output_tokens, fingerprint,
         ),
         media_type="application/json",
