@@ -41,15 +41,10 @@ def fold_labels(targets: np.ndarray, sources: Sequence[str]) -> np.ndarray:
     return np.char.add(groups, (targets[:, 0] < 0.5).astype(str))
 
 
-def out_of_fold_proba(
-    params: dict[str, object],
-    embeddings: np.ndarray,
-    targets: np.ndarray,
-    sources: Sequence[str],
-    folds: int = 5,
-    seed: int = 0,
-) -> np.ndarray:
-    """Each row's success probabilities from a model that never saw it."""
+def fold_splits(
+    targets: np.ndarray, sources: Sequence[str], folds: int = 5, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (train, test) row indices of each fold: every candidate cross-validated on them sees the same folds."""
     if folds < 2:
         raise ConfigError(f"--cv must be at least 2 folds; got {folds}.")
     strata = fold_labels(targets, sources)
@@ -57,8 +52,38 @@ def out_of_fold_proba(
     if counts.min() < folds:
         strata = (targets[:, 0] < 0.5).astype(str)  # small groups: stratify by outcome only
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(targets)), strata))
+
+
+def grouped_fold_splits(
+    targets: np.ndarray, sources: Sequence[str], folds: int = 5, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Folds that hold out whole sources (e.g. MMLU subjects), to measure generalisation to new topics.
+
+    A source with no subjects of its own (a group name without "/", e.g. gsm8k) cannot be held out
+    by subject; each of its rows is a group of one, so its rows spread evenly over the folds.
+    """
+    from sklearn.model_selection import GroupKFold
+
+    if folds < 2:
+        raise ConfigError(f"--cv must be at least 2 folds; got {folds}.")
+    groups = np.array([s if "/" in s else f"{s}#{row}" for row, s in enumerate(sources)])
+    splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(len(targets)), groups=groups))
+
+
+def out_of_fold_proba(
+    params: dict[str, object],
+    embeddings: np.ndarray,
+    targets: np.ndarray,
+    sources: Sequence[str],
+    folds: int = 5,
+    seed: int = 0,
+    splits: Sequence[tuple[np.ndarray, np.ndarray]] | None = None,
+) -> np.ndarray:
+    """Each row's success probabilities from a model that never saw it (on `splits`, default fold_splits)."""
     proba = np.empty_like(targets, dtype=np.float64)
-    for train, test in splitter.split(embeddings, strata):
+    for train, test in splits if splits is not None else fold_splits(targets, sources, folds, seed):
         model = DifficultyClassifier(**params).fit_embeddings(embeddings[train], targets[train])  # type: ignore[arg-type]
         proba[test] = model.predict_proba_embeddings(embeddings[test])
     return proba
