@@ -81,7 +81,7 @@ def load_classifier(
         raise ArtifactError(f"No classifier at {directory}. {hint}")
     info, raw = read_info(directory)
     classifier = classifier_from_weights(info, load_weights(directory, raw))
-    model_name = embedding_model or info.embedding_model
+    model_name = embedding_model or _artifact_relative(directory, info.embedding_model)
     if embedding_model and embedding_model != info.embedding_model:
         logger.warning(
             "classifier %s was trained on embeddings from %s but %s was requested; scores may be meaningless",
@@ -91,6 +91,12 @@ def load_classifier(
     classifier.info_ = info
     classifier.path_ = directory
     return classifier
+
+
+def _artifact_relative(directory: Path, name: str) -> str:
+    """An encoder saved inside the artifact (a fine-tuned one: `encoder-<hash>/`) is named relative to it."""
+    inside = directory / name
+    return str(inside) if name and not Path(name).is_absolute() and inside.is_dir() else name
 
 
 def load_policy_classifier(

@@ -142,6 +142,25 @@ def train_command(
     min_per_tier: MinPerTierOption = 50,
     redis_url: LedgerRedisOption = None,
     prefix: LedgerPrefixOption = None,
+    fine_tune: Annotated[
+        bool,
+        typer.Option(
+            "--fine-tune",
+            help="Fine-tune the packaged MiniLM's top layers and heads on the outcomes (needs the train extra); "
+            "saves the encoder beside the classifier. See docs/classifier.md.",
+        ),
+    ] = False,
+    unfreeze_layers: Annotated[
+        int, typer.Option("--unfreeze-layers", min=1, max=6, help="With --fine-tune: top layers trained (others frozen).")
+    ] = 1,
+    max_tokens: Annotated[
+        int, typer.Option("--max-tokens", min=8, max=512, help="With --fine-tune: tokens per prompt (trained and served).")
+    ] = 128,
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="With --fine-tune: at most this many epochs.")] = 3,
+    budget_minutes: Annotated[
+        float,
+        typer.Option("--budget-minutes", min=0.1, help="With --fine-tune: stop training after this many minutes."),
+    ] = 15.0,
     verbose: VerboseOption = False,
 ) -> None:
     """Train a difficulty classifier on routing outcomes (--data, or --from-ledger) and save it to --out."""
@@ -154,6 +173,10 @@ def train_command(
         data = [*(data or []), str(ledger_data.path)]
     if not data:
         raise ConfigError("Give --data FILE (repeatable) or --from-ledger.")
+    if fine_tune:
+        _train_fine_tuned(data, out, estimator, seed, data_format, skip_bad_rows, no_cache, embedding_model,
+                          unfreeze_layers, max_tokens, epochs, budget_minutes)
+        return
     selection = cross_validate_files(
         data, _encoder(embedding_model, no_cache), model=estimator.value, folds=cv, seed=seed,
         data_format=data_format.value, skip_bad_rows=skip_bad_rows,
@@ -166,6 +189,35 @@ def train_command(
         _print_result(f"{cv}-fold CV: {_describe(result.params)}", result)
     seconds = ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items())
     console().print(f"chosen: {_describe(selection.chosen.params)}; timings: {seconds}")
+    console().print(f"saved classifier to {out}")
+
+
+def _train_fine_tuned(
+    data: list[str], out: Path, estimator: Estimator, seed: int, data_format: DataFormat, skip_bad_rows: bool,
+    no_cache: bool, embedding_model: str | None, unfreeze_layers: int, max_tokens: int, epochs: int,
+    budget_minutes: float,
+) -> None:
+    from classifiers.finetune import FineTuneConfig
+    from classifiers.finetune_training import train_fine_tuned
+
+    if embedding_model is not None:
+        raise ConfigError("--fine-tune starts from the packaged all-MiniLM-L6-v2; drop --embedding-model.")
+    config = FineTuneConfig(
+        unfreeze_layers=unfreeze_layers, max_tokens=max_tokens, epochs=epochs, budget_seconds=budget_minutes * 60,
+        seed=seed,
+    ).check()
+    report = train_fine_tuned(
+        data, out, config, estimator="logreg" if estimator is Estimator.auto else estimator.value,
+        data_format=data_format.value, skip_bad_rows=skip_bad_rows, use_cache=not no_cache,
+        log=lambda line: console().print(line, style="dim"),
+    )
+    seconds = ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items())
+    best = max(report.history, key=lambda h: h["valid_apgr"])
+    console().print(
+        f"fine-tuned on {report.rows} rows ({report.stopped_by}); best validation APGR {best['valid_apgr']:.3f} "
+        f"at epoch {best['epoch']:.2f}; encoder {report.encoder_dir.name} ({report.model_bytes / 2**20:.1f} MiB); "
+        f"timings: {seconds}"
+    )
     console().print(f"saved classifier to {out}")
 
 

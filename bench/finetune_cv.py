@@ -1,0 +1,108 @@
+"""Out-of-fold scores of the fine-tuned MiniLM (classifiers.finetune) on the comparison's folds.
+
+    nice -n 10 python bench/finetune_cv.py --out bench/out/finetune [--folds-only 0,1] [--unfreeze-layers 1]
+        [--epochs 2] [--budget-seconds 420] [--max-tokens 128] [--grouped]
+
+For each fold (classifiers.selection.fold_splits, or grouped_fold_splits with --grouped: the same
+folds as bench/routing_quality.py), trains the top layers and heads on the other folds (early
+stopping on a validation tenth of them) and writes `fold-K.npz` with the held-out rows' per-tier
+probabilities from the heads, the gain head's expected gain, and the probabilities of today's
+ensemble (logistic regression + kNN) refitted on the fine-tuned vectors of the training folds.
+bench/routing_quality.py --finetuned DIR puts them in its table. Folds already written are skipped,
+so an interrupted run resumes. The frozen lower layers' states are computed once and cached
+(`$ROUTER_CACHE_DIR/finetune/`). The last line is the time spent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from classifiers.embedding_cache import default_cache_dir
+from classifiers.estimator import DifficultyClassifier
+from classifiers.finetune import FineTuneConfig, config_dict, fine_tune, frozen_states, predict
+from classifiers.loaders import load_records
+from classifiers.selection import fold_splits, grouped_fold_splits
+from classifiers.targets import training_set
+
+DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "routellm" / "outcomes.jsonl"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--folds-only", default="", help="comma-separated fold numbers to run (default: all)")
+    parser.add_argument("--grouped", action="store_true", help="folds hold out whole MMLU subjects")
+    parser.add_argument("--unfreeze-layers", type=int, default=1)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--budget-seconds", type=float, default=420.0, help="training time limit per fold")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    began = time.perf_counter()
+    data = training_set(load_records(args.data).records)
+    config = FineTuneConfig(
+        unfreeze_layers=args.unfreeze_layers, max_tokens=args.max_tokens, epochs=args.epochs,
+        learning_rate=args.learning_rate, budget_seconds=args.budget_seconds, threads=args.threads, seed=args.seed,
+    ).check()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def progress(done: int, total: int) -> None:
+        if done % 1280 < 64 or done == total:
+            print(f"frozen states: {done}/{total} ({time.perf_counter() - began:.0f}s)", flush=True)
+
+    start = time.perf_counter()
+    states = frozen_states(
+        data.texts, unfreeze_layers=args.unfreeze_layers, max_tokens=args.max_tokens,
+        cache_dir=default_cache_dir() / "finetune", progress=progress,
+    )
+    states_seconds = time.perf_counter() - start
+    print(f"frozen states ready in {states_seconds:.0f}s ({states.states.nbytes / 2**20:.0f} MiB)", flush=True)
+
+    make = grouped_fold_splits if args.grouped else fold_splits
+    splits = make(data.targets, data.sources, args.folds, args.seed)
+    wanted = {int(f) for f in args.folds_only.split(",") if f.strip()} or set(range(args.folds))
+    for number, (train, test) in enumerate(splits):
+        path = args.out / f"fold-{number}.npz"
+        if number not in wanted or path.exists():
+            continue
+        start = time.perf_counter()
+        result = fine_tune(states, data.targets, train, config, log=lambda line: print(line, flush=True))
+        train_seconds = time.perf_counter() - start
+        everything = predict(result.model, states, np.arange(len(data.texts)))
+        ensemble = DifficultyClassifier(model="ensemble", C=1.0, n_neighbors=100).fit_embeddings(
+            everything["vectors"][train], data.targets[train]
+        )
+        np.savez(
+            path,
+            test=test,
+            proba=everything["proba"][test],
+            gain_head=everything["gain_head"][test],
+            ensemble_proba=ensemble.predict_proba_embeddings(everything["vectors"][test]),
+            info=np.array(json.dumps({
+                "config": config_dict(config), "history": result.history, "best_check": result.best_check,
+                "stopped_by": result.stopped_by, "train_seconds": train_seconds,
+                "fold_seconds": time.perf_counter() - start, "states_seconds": states_seconds,
+                "grouped": args.grouped, "argv": sys.argv[1:],
+            })),
+        )
+        print(f"fold {number}: trained {train_seconds:.0f}s ({result.stopped_by}), "
+              f"written in {time.perf_counter() - start:.0f}s", flush=True)
+    print(f"finetune_cv: {time.perf_counter() - began:.0f}s in all")
+
+
+if __name__ == "__main__":
+    main()
