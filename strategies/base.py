@@ -189,8 +189,10 @@ class Recorder:
 
     def answer_of(self, completion: Completion) -> str | None:
         """The answer a vote counts for `completion`."""
-        if self.form == "tool_calls" and completion.tool_calls:
-            return canonical_tool_calls(completion.tool_calls)
+        legacy = completion.relayed.message.get("function_call")  # the deprecated form of one tool call
+        calls = completion.tool_calls or ((({"function": legacy}),) if isinstance(legacy, Mapping) else None)
+        if self.form == "tool_calls" and calls:
+            return canonical_tool_calls(calls)
         if self.form is not None:
             structured = canonical_json(completion.text)
             if structured is not None or self.form == "json":

@@ -260,14 +260,35 @@ def _plain(value: Any) -> Any:
     return dump(exclude_none=True) if callable(dump) else value
 
 
-class ToolCallDeltas:
-    """Reassembles streamed tool-call deltas (by `index`: id and name once, arguments in pieces)."""
+class StreamedReply:
+    """Reassembles what a stream's choice carries beside its text: tool-call deltas (by `index`: id and
+    name once, arguments in pieces), a legacy `function_call`, `audio`, a `refusal`, and `logprobs`."""
 
     def __init__(self) -> None:
         self._calls: dict[int, dict[str, Any]] = {}
+        self._function: dict[str, str] = {}
+        self._audio: dict[str, Any] = {}
+        self._refusal: list[str] = []
+        self._logprobs: list[Any] = []
 
-    def add(self, deltas: Any) -> None:
-        """Fold one chunk's `delta.tool_calls` in (JSON objects or LiteLLM's models)."""
+    def add(self, choice: Any) -> None:
+        """Fold one chunk's choice in (JSON objects or LiteLLM's models)."""
+        delta = field(choice, "delta")
+        self._add_calls(field(delta, "tool_calls"))
+        _join_pieces(self._function, field(delta, "function_call"), ("name", "arguments"))
+        audio = field(delta, "audio")
+        _join_pieces(self._audio, audio, ("data", "transcript"))
+        for key in ("id", "expires_at"):
+            if field(audio, key) is not None:
+                self._audio[key] = field(audio, key)
+        refusal = field(delta, "refusal")
+        if isinstance(refusal, str):
+            self._refusal.append(refusal)
+        tokens = field(field(choice, "logprobs"), "content")
+        if tokens:
+            self._logprobs.extend(_plain(token) for token in tokens)
+
+    def _add_calls(self, deltas: Any) -> None:
         for delta in deltas or ():
             index = field(delta, "index")
             call = self._calls.setdefault(
@@ -276,15 +297,32 @@ class ToolCallDeltas:
             )
             call["id"] = field(delta, "id") or call["id"]
             call["type"] = field(delta, "type") or call["type"]
-            function = field(delta, "function")
-            for key in ("name", "arguments"):
-                piece = field(function, key)
-                if isinstance(piece, str):
-                    call["function"][key] += piece
+            _join_pieces(call["function"], field(delta, "function"), ("name", "arguments"))
 
-    def result(self) -> tuple[dict[str, Any], ...] | None:
+    def tool_calls(self) -> tuple[dict[str, Any], ...] | None:
         """The whole calls in index order, or None when none came."""
         return tuple(self._calls[index] for index in sorted(self._calls)) or None
+
+    def relayed(self) -> Relayed:
+        """The rest, as a whole answer would carry it."""
+        message = {
+            name: value
+            for name, value in (
+                ("function_call", self._function), ("audio", self._audio), ("refusal", "".join(self._refusal)),
+            )
+            if value
+        }
+        if not message and not self._logprobs:
+            return NOTHING_RELAYED
+        return Relayed(message, {"content": self._logprobs} if self._logprobs else None)
+
+
+def _join_pieces(whole: dict[str, Any], piece: Any, keys: tuple[str, ...]) -> None:
+    """Append the string `keys` of a streamed `piece` to `whole`'s."""
+    for key in keys:
+        value = field(piece, key)
+        if isinstance(value, str):
+            whole[key] = whole.get(key, "") + value
 
 
 def openai_sampling(params: GenerationParams) -> dict[str, Any]:

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.llm import (
+    NOTHING_RELAYED,
+    Relayed,
     Completion,
     GenerationParams,
     Message,
@@ -27,6 +29,7 @@ class FakeReply:
     mean_logprob: float | None = None
     finish_reason: str = "stop"
     tool_calls: tuple[Mapping[str, Any], ...] | None = None  # then finish_reason is "tool_calls"
+    relayed: Relayed = NOTHING_RELAYED  # what the answer holds beside text (audio, a legacy function_call...)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +120,7 @@ class FakeBackend:
                     mean_logprob=reply.mean_logprob if params.logprobs else None,
                     model=self.model,
                     tool_calls=reply.tool_calls,
+                    relayed=reply.relayed,
                 )
             )
         self.calls.append(FakeCall(tuple(messages), params, tuple(completions)))

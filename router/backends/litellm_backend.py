@@ -19,7 +19,7 @@ from typing import Any
 from core.errors import BackendError, ConfigError
 from core.llm import Completion, GenerationParams, Message, TokenPrice, validate_messages, wire_message
 from policies.pricing import import_litellm
-from router.backends._upstream import Retry, ToolCallDeltas, Upstream, check_retry_settings, openai_sampling
+from router.backends._upstream import Retry, StreamedReply, Upstream, check_retry_settings, openai_sampling
 
 
 async def close_shared_clients() -> None:
@@ -115,7 +115,7 @@ class LiteLLMBackend:
         started = time.perf_counter()
         response = await self._call(request, params)
         parts: list[str] = []
-        tool_calls = ToolCallDeltas()
+        reply = StreamedReply()
         finish, model = "stop", self.settings.model
         input_tokens = output_tokens = None
         try:
@@ -132,7 +132,7 @@ class LiteLLMBackend:
                         if isinstance(text, str) and text:
                             parts.append(text)
                             yield text
-                        tool_calls.add(getattr(delta, "tool_calls", None))
+                        reply.add(choice)
                         if getattr(choice, "finish_reason", None):
                             finish = str(choice.finish_reason)
         except (TimeoutError, litellm.Timeout) as error:
@@ -153,7 +153,8 @@ class LiteLLMBackend:
             latency_s=time.perf_counter() - started,
             mean_logprob=None,
             model=model,
-            tool_calls=tool_calls.result(),
+            tool_calls=reply.tool_calls(),
+            relayed=reply.relayed(),
         )
 
     def _request(self, messages: Sequence[Message], params: GenerationParams) -> dict[str, Any]:

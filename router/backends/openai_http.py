@@ -26,7 +26,7 @@ import aiohttp
 
 from core.errors import ConfigError
 from core.llm import Completion, GenerationParams, Message, TokenPrice, validate_messages, wire_message
-from router.backends._upstream import Retry, ToolCallDeltas, Upstream, check_retry_settings, openai_sampling
+from router.backends._upstream import Retry, StreamedReply, Upstream, check_retry_settings, openai_sampling
 
 # LiteLLM model prefixes that mean "an OpenAI-compatible server at api_base".
 OPENAI_COMPATIBLE_PREFIXES = ("openai/", "hosted_vllm/", "openai_compatible/")
@@ -210,7 +210,7 @@ class OpenAIHTTPBackend:
     async def _read_stream(
         self, response: aiohttp.ClientResponse, messages: Sequence[Message], started: float, parts: list[str]
     ) -> AsyncIterator[str | Completion]:
-        tool_calls = ToolCallDeltas()
+        reply = StreamedReply()
         usage: dict[str, Any] = {}
         finish = "stop"
         model = self.settings.model
@@ -235,7 +235,7 @@ class OpenAIHTTPBackend:
                 if isinstance(text, str) and text:
                     parts.append(text)
                     yield text
-                tool_calls.add(delta.get("tool_calls"))
+                reply.add(choice)
                 if choice.get("finish_reason"):
                     finish = str(choice["finish_reason"])
         counted = self._upstream.stream_usage(usage.get("prompt_tokens"), usage.get("completion_tokens"), messages, parts)
@@ -247,7 +247,8 @@ class OpenAIHTTPBackend:
             latency_s=time.perf_counter() - started,
             mean_logprob=None,
             model=model,
-            tool_calls=tool_calls.result(),
+            tool_calls=reply.tool_calls(),
+            relayed=reply.relayed(),
         )
 
     def _completions(self, content: bytes, latency_s: float) -> list[Completion]:

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from core.llm import Relayed
 from router.execution import Choice
 
 DONE = b"data: [DONE]\n\n"
@@ -90,6 +91,15 @@ class ChunkWriter:
     def tool_calls(self, calls: ToolCalls, choice: int = 0) -> bytes:
         """The answer's tool calls, each whole in one delta (clients join deltas by `index`)."""
         return self._delta(choice, {"tool_calls": [{"index": index, **call} for index, call in enumerate(calls)]})
+
+    def relayed(self, relayed: Relayed, choice: int = 0) -> bytes | None:
+        """One delta with what the answer holds beside text and tool calls (function_call, audio, refusal)
+        and its logprobs, whole (clients join deltas); None when there is nothing."""
+        if not relayed.message and relayed.logprobs is None:
+            return None
+        return self._event(
+            [{"index": choice, "delta": dict(relayed.message), "logprobs": relayed.logprobs, "finish_reason": None}]
+        )
 
     def finish(self, reason: str, choice: int = 0) -> bytes:
         """The chunk carrying finish_reason."""

@@ -2,7 +2,7 @@
 
 Each on pass-through (`up-model`), the routed path (`router`, which picks `fast` here), a forced
 single-sample tier (`fast`, direct) and a forced multi-sample tier (`deep`, self-consistency,
-which answers these with one direct call), all against the real test upstream over HTTP.
+which votes on their canonical tool calls or JSON), all against the real test upstream over HTTP.
 """
 
 from __future__ import annotations

@@ -11,8 +11,12 @@
   - with `response_format` json_schema: a JSON value made from the schema (strings "x", numbers 1,
     booleans true, arrays empty); json_object: `{"reply": <last user text>}`;
   - with `n`: n choices;
+  - with legacy `functions` (function_call not "none") and a user message last: `message.function_call`
+    of the first function, arguments `{"query": <last user text>}`, finish_reason "function_call";
   - with `audio` (audio output): `message.audio` (id, base64 data, transcript: the reply) and `content: null`;
   - with `logprobs`: `choices[].logprobs.content`, one entry per word of the reply (logprob -0.5).
+  Streamed, each of these comes in pieces as OpenAI streams it (a function call's name then its
+  arguments in two pieces; audio's id, then data and transcript; one logprob per word's chunk).
 """
 
 from __future__ import annotations
@@ -33,12 +37,13 @@ def _completion(
     message: dict[str, Any] = {"role": "assistant", "content": None if calls else text}
     if calls:
         message["tool_calls"] = calls
+    function = _legacy_call(asked)
+    if function is not None:
+        message.update(content=None, function_call=function)
     if asked.get("audio"):
-        message.update(content=None, audio={"id": "audio_1", "data": "UklGRg==", "expires_at": 0, "transcript": text})
-    logprobs = None
-    if asked.get("logprobs"):
-        logprobs = {"content": [{"token": word, "logprob": -0.5, "bytes": None, "top_logprobs": []} for word in text.split()]}
-    finish = "tool_calls" if calls else "stop"
+        message.update(content=None, audio={**AUDIO, "transcript": text})
+    logprobs = {"content": [_logprob(word) for word in text.split()]} if asked.get("logprobs") else None
+    finish = "tool_calls" if calls else "function_call" if function is not None else "stop"
     output = len(text.split()) if not calls else len(json.dumps(calls).split())
     return json.dumps(
         {
@@ -50,6 +55,21 @@ def _completion(
                       "total_tokens": prompt_tokens + output * n},
         }
     ).encode()
+
+
+AUDIO = {"id": "audio_1", "data": "UklGRg==", "expires_at": 0}
+
+
+def _logprob(word: str) -> dict[str, Any]:
+    return {"token": word, "logprob": -0.5, "bytes": None, "top_logprobs": []}
+
+
+def _legacy_call(body: dict[str, Any]) -> dict[str, str] | None:
+    """The legacy `function_call` answer to a body with `functions` and a user message last, else None."""
+    functions, messages = body.get("functions") or [], body.get("messages") or [{}]
+    if not functions or body.get("function_call") == "none" or messages[-1].get("role") != "user":
+        return None
+    return {"name": functions[0]["name"], "arguments": json.dumps({"query": text_of(messages[-1].get("content"))})}
 
 
 def text_of(content: Any) -> str:
@@ -89,16 +109,30 @@ def _answer(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]] | None]:
     return f"reply: {user[-1] if user else ''}", None
 
 
-def _chunk(model: str, delta: dict[str, Any], finish: str | None = None, usage: dict[str, int] | None = None) -> bytes:
+def _chunk(
+    model: str, delta: dict[str, Any], finish: str | None = None, usage: dict[str, int] | None = None,
+    logprobs: dict[str, Any] | None = None,
+) -> bytes:
+    choice = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
     body: dict[str, Any] = {"id": "up-1", "object": "chat.completion.chunk", "created": 0, "model": model,
-                            "choices": [] if usage else [{"index": 0, "delta": delta, "finish_reason": finish}]}
+                            "choices": [] if usage else [choice]}
     if usage:
         body["usage"] = usage
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
-def _deltas(text: str, calls: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-    """A streamed answer's deltas: words of text, or per call its id and name, then its arguments in two pieces."""
+def _deltas(text: str, calls: list[dict[str, Any]] | None, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """A streamed answer's deltas: words of text (or of an audio transcript, after the audio's id and
+    data), a legacy function call's name then its arguments in two pieces, or per tool call its id and
+    name, then its arguments in two pieces."""
+    function = _legacy_call(body)
+    if function is not None:
+        half = len(function["arguments"]) // 2
+        return [{"function_call": {"name": function["name"], "arguments": ""}},
+                *({"function_call": {"arguments": piece}} for piece in (function["arguments"][:half], function["arguments"][half:]))]
+    if body.get("audio"):
+        return [{"audio": {"id": AUDIO["id"], "expires_at": 0}}, {"audio": {"data": AUDIO["data"]}},
+                *({"audio": {"transcript": word + " "}} for word in text.split(" "))]
     if not calls:
         return [{"content": word + " "} for word in text.split(" ")]
     deltas: list[dict[str, Any]] = []
@@ -148,10 +182,12 @@ class Upstream:
             return
         if body.get("stream"):
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
-            for delta in _deltas(text, calls):
-                await send({"type": "http.response.body", "body": _chunk(model, delta), "more_body": True})
+            for delta in _deltas(text, calls, body):
+                word = delta.get("content", "").strip()
+                logprobs = {"content": [_logprob(word)]} if body.get("logprobs") and word else None
+                await send({"type": "http.response.body", "body": _chunk(model, delta, logprobs=logprobs), "more_body": True})
             usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()) or 1, "total_tokens": 0}
-            finish = "tool_calls" if calls else "stop"
+            finish = "tool_calls" if calls else "function_call" if _legacy_call(body) else "stop"
             await send({"type": "http.response.body", "body": _chunk(model, {}, finish), "more_body": True})
             await send({"type": "http.response.body", "body": _chunk(model, {}, usage=usage), "more_body": True})
             await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})

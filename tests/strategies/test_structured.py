@@ -100,3 +100,16 @@ def test_best_of_n_votes_on_normalised_json_and_unparsable_text_never_wins() -> 
     assert result.text == '{"b": 2, "a": 1}'  # the first sample that gave the winning value, as it wrote it
     assert result.answer == '{"a":1,"b":2}'
     assert result.confidence == pytest.approx(2 / 3)
+
+
+def test_a_legacy_function_call_is_voted_on_like_a_tool_call() -> None:
+    from core.llm import Relayed
+
+    def legacy(arguments: str) -> FakeReply:
+        return FakeReply("", relayed=Relayed({"function_call": {"name": "get_weather", "arguments": arguments}}))
+
+    backend = scripted([legacy('{"city": "Oslo"}'), legacy('{"city": "Bergen"}'), legacy('{ "city":"Oslo"}')])
+    params = GenerationParams(max_tokens=32, extra={"functions": [{"name": "get_weather"}]})
+    result = asyncio.run(SelfConsistency(n=3).run(backend, QUESTION, params))
+    assert result.confidence == pytest.approx(2 / 3)
+    assert result.relayed.message["function_call"] == {"name": "get_weather", "arguments": '{"city": "Oslo"}'}

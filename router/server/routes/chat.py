@@ -128,6 +128,9 @@ async def _replay(writer: ChunkWriter, result: ExecutionResult, include_usage: b
             yield writer.text(piece, index)
         if choice.tool_calls:
             yield writer.tool_calls(choice.tool_calls, index)
+        relayed = writer.relayed(choice.relayed, index)
+        if relayed is not None:
+            yield relayed
         yield writer.finish(choice.finish_reason, index)
     if include_usage:
         yield writer.usage(result.input_tokens, result.output_tokens)
@@ -168,6 +171,9 @@ class _Relay:
             return
         if self.final is not None and self.final.tool_calls:
             yield writer.tool_calls(self.final.tool_calls)
+        relayed = writer.relayed(self.final.relayed) if self.final is not None else None
+        if relayed is not None:
+            yield relayed
         yield writer.finish(self.final.finish_reason if self.final is not None else "stop")
         if self.account.plan.chat.include_usage and self.final is not None:
             yield writer.usage(self.final.usage.input_tokens, self.final.usage.output_tokens)
