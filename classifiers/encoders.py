@@ -1,8 +1,9 @@
 """Text encoders: the `TextEncoder` protocol, and `make_encoder` to build one from a name.
 
 The classifier receives an encoder rather than building one, so tests can pass a deterministic one.
-Two implementations: the ONNX encoder (classifiers.onnx_encoder; onnxruntime, no torch), which the
-shipped classifier and the proxy use, and sentence-transformers (the `train` extra: torch), for
+Three implementations: the ONNX encoder (classifiers.onnx_encoder; onnxruntime, no torch), which the
+shipped classifier and the proxy use; the static encoder (classifiers.static_encoder; numpy), the
+first stage of a two-stage decision; and sentence-transformers (the `train` extra: torch), for
 any hub model or folder.
 """
 
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 from classifiers.embedding_cache import EmbeddingCache
-from classifiers.shipped import SHIPPED_ENCODER, shipped_path
+from classifiers.shipped import SHIPPED_ENCODER, SHIPPED_STATIC_ENCODER, shipped_path
 from core.errors import EmbeddingError
 from core.hub import hub_reachable
 
@@ -28,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 # The shipped ONNX export of all-MiniLM-L6-v2 with int8 weights (data/encoders/minilm-l6-int8/).
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2-onnx-int8"
+# The shipped static encoder distilled from it with model2vec (data/encoders/minilm-l6-static/).
+STATIC_EMBEDDING_MODEL = "all-MiniLM-L6-v2-static"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 _PACKAGED_ALIASES = {MINILM, "all-MiniLM-L6-v2"}
 
@@ -50,14 +53,23 @@ def make_encoder(
     threads: int | None = None,
     show_progress: bool = False,
 ) -> TextEncoder:
-    """The encoder called `name`: the shipped ONNX one (default), an exported ONNX folder, or a
-    sentence-transformers model name or folder (needs the `train` extra).
+    """The encoder called `name`: the shipped ONNX one (default), the shipped static one, an exported
+    ONNX or distilled static folder, or a sentence-transformers model name or folder (`train` extra).
 
     `threads` sets the ONNX encoder's intra-op threads (None: onnxruntime's default, every core).
     """
     from classifiers.onnx_encoder import OnnxEncoder, is_onnx_encoder_folder
+    from classifiers.static_encoder import StaticEncoder, is_static_encoder_folder
 
     name = name or DEFAULT_EMBEDDING_MODEL
+    if name == STATIC_EMBEDDING_MODEL or is_static_encoder_folder(Path(name)):
+        folder = shipped_path(SHIPPED_STATIC_ENCODER) if name == STATIC_EMBEDDING_MODEL else Path(name)
+        if not is_static_encoder_folder(folder):
+            raise EmbeddingError(
+                f"The shipped encoder {name} is missing from {folder}; reinstall difficulty-router, "
+                "or distill it again with `python data/encoders/distill.py`."
+            )
+        return StaticEncoder(folder)
     if name == DEFAULT_EMBEDDING_MODEL:
         folder = shipped_path(SHIPPED_ENCODER)
         if not is_onnx_encoder_folder(folder):

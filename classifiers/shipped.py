@@ -1,4 +1,5 @@
-"""Where the files shipped with the project live: the default classifier and the ONNX encoder.
+"""Where the files shipped with the project live: the default classifier, the ONNX encoder, and
+the static first stage with its encoder.
 
 In a source checkout they are the repository's `data/` folder. `pip install` copies the same
 files to `<prefix>/share/difficulty-router/` (pyproject's data-files), since `data/` is no package.
@@ -13,6 +14,8 @@ _CHECKOUT = Path(__file__).resolve().parent.parent / "data"
 _INSTALLED = Path(sys.prefix) / "share" / "difficulty-router"
 
 SHIPPED_ENCODER = "encoders/minilm-l6-int8"
+SHIPPED_STATIC_ENCODER = "encoders/minilm-l6-static"
+SHIPPED_FIRST_STAGE = "classifier-static"
 
 
 def shipped_path(relative: str) -> Path:

@@ -1,0 +1,107 @@
+"""A static sentence encoder: a table of token vectors, averaged; numpy and `tokenizers` only.
+
+The shipped one (data/encoders/minilm-l6-static/) is distilled from the packaged all-MiniLM-L6-v2
+with model2vec (data/encoders/distill.py). It encodes a short prompt in a fraction of a
+millisecond and routes a little worse than the transformer, which is why it serves as the first
+stage of a two-stage decision (classifiers.two_stage) rather than alone. A folder holds
+`embeddings.npz`, `tokenizer.json` and `encoder.json` with "kind": "static".
+
+Encoding is model2vec's: tokens without special tokens, the unknown token dropped, at most
+`max_tokens` tokens, the mean of their rows, L2-normalised (an all-unknown text is the zero vector).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from classifiers.onnx_encoder import ENCODER_FILE, OnnxEncoderInfo, read_encoder_info
+from core.errors import EmbeddingError
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+EMBEDDINGS_FILE = "embeddings.npz"
+TOKENIZER_FILE = "tokenizer.json"
+STATIC_KIND = "static"
+
+
+def is_static_encoder_folder(path: Path) -> bool:
+    """True when `path` holds an encoder.json saying "kind": "static"."""
+    try:
+        return bool(json.loads((path / ENCODER_FILE).read_text()).get("kind") == STATIC_KIND)
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False
+
+
+class StaticEncoder:
+    """Embeds texts as the normalised mean of their tokens' rows in a distilled table."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.info: OnnxEncoderInfo = read_encoder_info(self.folder)
+        self.name = self.info.name
+        self._table: np.ndarray | None = None
+        self._tokenizer: Tokenizer | None = None
+        self._unknown: int | None = None
+        self._load_lock = threading.Lock()
+
+    @property
+    def dim(self) -> int:
+        """Width of the vectors."""
+        return self.info.dim
+
+    def _load(self) -> tuple[np.ndarray, Tokenizer]:
+        if self._table is not None and self._tokenizer is not None:
+            return self._table, self._tokenizer  # loaded: no lock on the hot path
+        with self._load_lock:
+            if self._table is None or self._tokenizer is None:
+                from tokenizers import Tokenizer
+
+                for name in (EMBEDDINGS_FILE, TOKENIZER_FILE):
+                    if not (self.folder / name).is_file():
+                        raise EmbeddingError(
+                            f"{self.folder / name} is missing; re-distill with `python data/encoders/distill.py`."
+                        )
+                try:
+                    with np.load(self.folder / EMBEDDINGS_FILE, allow_pickle=False) as saved:
+                        # float16 on disk; float32 in memory, so sums of many rows do not lose digits.
+                        table = np.asarray(saved["embeddings"], dtype=np.float32)
+                except (OSError, KeyError, ValueError) as error:
+                    raise EmbeddingError(f"Cannot read {self.folder / EMBEDDINGS_FILE}: {error}. Re-distill it.") from error
+                if table.ndim != 2 or table.shape[1] != self.info.dim:
+                    raise EmbeddingError(
+                        f"{self.folder / EMBEDDINGS_FILE} holds shape {table.shape}, but {ENCODER_FILE} says dim "
+                        f"{self.info.dim}; re-distill the encoder."
+                    )
+                tokenizer = Tokenizer.from_file(str(self.folder / TOKENIZER_FILE))
+                tokenizer.no_padding()
+                tokenizer.enable_truncation(self.info.max_tokens)
+                unknown = getattr(tokenizer.model, "unk_token", None)
+                self._unknown = tokenizer.token_to_id(unknown) if unknown else None
+                self._tokenizer = tokenizer
+                self._table = table
+            return self._table, self._tokenizer
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's token ids, as the table is indexed (no special tokens, no unknown token)."""
+        _, tokenizer = self._load()
+        encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        if self._unknown is None:
+            return [e.ids for e in encodings]
+        return [[i for i in e.ids if i != self._unknown] for e in encodings]
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Return L2-normalised float32 vectors of shape (len(texts), dim)."""
+        table, _ = self._load()
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, ids in enumerate(self.token_ids(texts)):
+            if ids:
+                out[row] = table[ids].mean(axis=0)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.where(norms > 0, norms, 1.0)

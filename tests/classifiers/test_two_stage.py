@@ -1,0 +1,164 @@
+"""The two-stage score: margin calibration, who decides, the static encoder, and loading the shipped first stage."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from classifiers.encoders import STATIC_EMBEDDING_MODEL, make_encoder
+from classifiers.loading import load_classifier
+from classifiers.shipped import SHIPPED_FIRST_STAGE, SHIPPED_STATIC_ENCODER, shipped_path
+from classifiers.static_encoder import StaticEncoder
+from classifiers.two_stage import (
+    CALIBRATION_FILE,
+    TWO_STAGE_FILE,
+    Calibration,
+    TwoStageClassifier,
+    calibrate_margin,
+    decided_by_first,
+    load_first_stage,
+    read_two_stage,
+)
+from core.errors import ArtifactError, ConfigError, EmbeddingError
+
+
+class TableScorer:
+    """A stage whose score of each text is looked up in a table; it records what it was asked."""
+
+    def __init__(self, scores: dict[str, float]) -> None:
+        self.scores = scores
+        self.calls: list[list[str]] = []
+
+    def predict_score(self, texts: Sequence[str], score: str = "difficulty") -> np.ndarray:
+        self.calls.append(list(texts))
+        return np.array([self.scores[text] for text in texts])
+
+
+def test_margin_keeps_disagreement_within_the_allowance_and_is_the_smallest_that_does() -> None:
+    rng = np.random.default_rng(0)
+    second = rng.random(5000)
+    first = np.clip(second + rng.normal(0, 0.1, 5000), 0, 1)
+    for cut in (0.2, 0.5, 0.8):
+        for allowance in (0.0, 0.002, 0.01):
+            margin = calibrate_margin(first, second, cut, allowance)
+            decided = np.abs(first - cut) > margin
+            differs = decided & ((first >= cut) != (second >= cut))
+            assert differs.mean() <= allowance
+            # One step closer to the cut lets in the text that breaks the allowance.
+            closer = np.abs(first - cut) >= margin
+            assert (closer & ((first >= cut) != (second >= cut))).mean() > allowance
+
+
+def test_stages_that_always_agree_need_no_margin() -> None:
+    scores = np.array([0.1, 0.4, 0.6, 0.9])
+    assert calibrate_margin(scores, scores, 0.5, 0.0) == 0.0
+    assert calibrate_margin(scores, scores + 0.05, 0.5, 0.0) == 0.0  # never across the cut
+
+
+def test_calibration_refuses_mismatched_scores_and_bad_allowances() -> None:
+    with pytest.raises(ConfigError, match="same texts"):
+        calibrate_margin(np.zeros(3), np.zeros(4), 0.5, 0.01)
+    with pytest.raises(ConfigError, match="disagreement"):
+        calibrate_margin(np.zeros(3), np.zeros(3), 0.5, 1.0)
+
+
+def test_decided_by_first_needs_every_cut_beyond_its_margin() -> None:
+    first = np.array([0.1, 0.28, 0.45, 0.9])
+    assert decided_by_first(first, [0.3, 0.7], [0.05, 0.1]).tolist() == [True, False, True, True]
+    assert decided_by_first(first, [], []).all()
+
+
+def test_the_transformer_scores_only_texts_near_a_cut() -> None:
+    first = TableScorer({"easy": 0.05, "near": 0.48, "hard": 0.95})
+    second = TableScorer({"easy": 0.2, "near": 0.55, "hard": 0.7})
+    agreeing = np.linspace(0, 1, 101)
+    calibration = Calibration({"difficulty": agreeing}, {"difficulty": np.clip(agreeing + 0.02, 0, 1)})
+    scorer = TwoStageClassifier(first, second, calibration, disagreement=0.0)
+    assert scorer.margins("difficulty", (0.5,)) == (pytest.approx(0.02, abs=0.011),)
+    scores = scorer.predict_score(["easy", "near", "hard"], "difficulty", (0.5,))
+    assert scores.tolist() == [0.05, 0.55, 0.95]  # the near one is the transformer's
+    assert second.calls == [["near"]]
+    assert (scorer.counts.first, scorer.counts.second) == (2, 1)
+
+
+def test_without_cuts_every_score_is_the_transformers() -> None:
+    first, second = TableScorer({"a": 0.1}), TableScorer({"a": 0.3})
+    calibration = Calibration({"difficulty": np.zeros(2)}, {"difficulty": np.zeros(2)})
+    scorer = TwoStageClassifier(first, second, calibration)
+    assert scorer.predict_score(["a"], "difficulty", ()).tolist() == [0.3]
+    assert first.calls == []
+    with pytest.raises(ConfigError, match="score must be one of difficulty"):
+        scorer.margins("gain", (0.5,))
+
+
+def test_static_encoder_vectors_are_unit_length_and_a_function_of_the_text() -> None:
+    encoder = make_encoder(STATIC_EMBEDDING_MODEL)
+    assert isinstance(encoder, StaticEncoder)
+    texts = ["What is 17 times 23?", "Prove that there are infinitely many primes.", "", "\u200b"]
+    vectors = encoder.encode(texts)
+    assert vectors.shape == (4, encoder.dim) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors[:2], axis=1), 1.0, atol=1e-5)
+    assert not vectors[2].any()  # no tokens: the zero vector, as model2vec gives
+    assert np.array_equal(encoder.encode(texts[:1])[0], vectors[0])  # batch-independent
+    assert float(vectors[0] @ vectors[1]) < 0.9
+
+
+def test_static_encoder_matches_model2vec() -> None:
+    model2vec = pytest.importorskip("model2vec")
+    from tokenizers import Tokenizer
+
+    folder = shipped_path(SHIPPED_STATIC_ENCODER)
+    with np.load(folder / "embeddings.npz", allow_pickle=False) as saved:
+        table = saved["embeddings"].astype(np.float32)
+    reference = model2vec.StaticModel(vectors=table, tokenizer=Tokenizer.from_file(str(folder / "tokenizer.json")), normalize=True)
+    texts = ["Janet's ducks lay 16 eggs per day.", "ünïcode 漢字 and [UNK] tokens", "x " * 600]
+    assert np.allclose(StaticEncoder(folder).encode(texts), reference.encode(texts), atol=1e-6)
+
+
+def test_static_encoder_names_a_missing_table(tmp_path: Path) -> None:
+    folder = tmp_path / "static"
+    folder.mkdir()
+    (folder / "encoder.json").write_text(json.dumps({"name": "x", "kind": "static", "dim": 4, "max_tokens": 8}))
+    with pytest.raises(EmbeddingError, match="embeddings.npz is missing; re-distill"):
+        StaticEncoder(folder).encode(["hi"])
+
+
+def test_shipped_first_stage_loads_before_the_shipped_classifier_and_decides_alone_far_from_a_cut() -> None:
+    second = load_classifier(threads=1)
+    scorer = load_first_stage(None, second, disagreement=0.01)
+    assert scorer.second is second
+    texts = ["What is the capital of France?", "hi"]
+    first = scorer.first.predict_score(texts, "difficulty")
+    margin = scorer.margins("difficulty", (0.5,))[0]
+    assert 0.0 < margin < 0.5
+    scores = scorer.predict_score(texts, "difficulty", (0.5,))
+    exact = second.predict_score(texts, "difficulty")
+    for alone, got, want in zip(first, scores, exact, strict=True):
+        assert got == (alone if abs(alone - 0.5) > margin else pytest.approx(want))
+
+
+def test_a_first_stage_calibrated_for_another_classifier_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "first"
+    folder.mkdir()
+    for path in shipped_path(SHIPPED_FIRST_STAGE).iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    raw = json.loads((folder / TWO_STAGE_FILE).read_text())
+    raw["second_stage"]["data_sha256"] = "0" * 64
+    (folder / TWO_STAGE_FILE).write_text(json.dumps(raw))
+    with pytest.raises(ArtifactError, match=r"classifier\.first_stage\.path: the first stage at .* was calibrated against"):
+        load_first_stage(folder, load_classifier(threads=1), disagreement=0.01)
+
+
+def test_missing_or_broken_first_stage_files_name_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match=r"classifier\.first_stage\.path: no first-stage classifier at"):
+        load_first_stage(tmp_path / "nowhere", load_classifier(threads=1), disagreement=0.01)
+    (tmp_path / TWO_STAGE_FILE).write_text(json.dumps({"second_stage": {}}))
+    with pytest.raises(ArtifactError, match=f"{CALIBRATION_FILE} is missing"):
+        read_two_stage(tmp_path)
+    np.savez(tmp_path / CALIBRATION_FILE, first_gain=np.zeros(3), second_gain=np.zeros(4))
+    with pytest.raises(ArtifactError, match="arrays of one length"):
+        read_two_stage(tmp_path)
