@@ -85,11 +85,11 @@ class RequestOptions:
     @property
     def single_sample(self) -> str | None:
         """The field whose answer no vote can be taken over (audio output): a multi-call tier answers with one call."""
-        return "audio" if "audio" in self.needs and "audio" in self.forwarded else None
+        return audio_output_field(self.forwarded)
 
     def capability_param(self, missing: Sequence[Capability]) -> str:
-        """The field a refusal for `missing` capabilities names: `audio` for audio output alone, else the messages."""
-        return "audio" if list(missing) == ["audio"] and "audio" in self.forwarded else "messages"
+        """The field a refusal for `missing` capabilities names: the audio output field for audio alone, else the messages."""
+        return (list(missing) == ["audio"] and audio_output_field(self.forwarded)) or "messages"
 
     def params(self, *, max_tokens: int, timeout_s: float) -> GenerationParams:
         """The base settings of a call: the client's where given, capped by the target's."""
@@ -142,6 +142,13 @@ CAPABILITY_WORDS: Mapping[Capability, str] = {
     "audio": "audio (input_audio parts or audio output)",
     "files": "files (file parts)",
 }
+
+
+def audio_output_field(fields: Mapping[str, Any]) -> str | None:
+    """The field of a request's `fields` that asks for an audio answer (`audio`, or `modalities` with "audio"), or None."""
+    if "audio" in fields:
+        return "audio"
+    return "modalities" if "audio" in (fields.get("modalities") or ()) else None
 
 
 def needs_message(needs: Sequence[Capability]) -> str:

@@ -26,7 +26,7 @@ from starlette.requests import Request
 from core.errors import InvalidRequest
 from core.llm import REASONING_EFFORTS, Message, ReasoningEffort
 from policies.schema import Capability
-from router.execution import RequestOptions
+from router.execution import RequestOptions, audio_output_field
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 # Fields the proxy itself owns: never forwarded as sent (the model is renamed, messages and the
@@ -288,9 +288,8 @@ def _forwarded(present: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _output_needs(forwarded: Mapping[str, Any]) -> frozenset[Capability]:
-    """What the answer asked for needs of a tier: audio output (`audio`, or `modalities` with "audio")."""
-    modalities = forwarded.get("modalities") or ()
-    return frozenset({"audio"}) if "audio" in forwarded or "audio" in modalities else frozenset()
+    """What the answer asked for needs of a tier: audio output."""
+    return frozenset({"audio"}) if audio_output_field(forwarded) else frozenset()
 
 
 def _tools(value: Any) -> None:

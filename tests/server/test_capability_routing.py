@@ -102,3 +102,12 @@ def test_logprobs_reach_the_client(start_proxy: StartProxy, upstream: tuple[Upst
     assert response.status_code == 200, response.text
     tokens = response.json()["choices"][0]["logprobs"]["content"]
     assert [token["token"] for token in tokens] == ["reply:", "easy:", "two", "words"]
+
+
+def test_audio_asked_by_modalities_alone_is_audio_output(start_proxy: StartProxy) -> None:
+    proxy = start_proxy()
+    response = post(proxy.url, [{"role": "user", "content": "easy: say hi"}], modalities=["audio"])
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("modalities", "unsupported_content")
+    assert "`audio: true`" in error["message"]
