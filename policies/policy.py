@@ -218,6 +218,31 @@ class Policy:
         return path if path.is_absolute() else Path(self._source).parent / path
 
     @property
+    def first_stage_path(self) -> Path | None:
+        """The two-stage score's first-stage folder (relative to the policy file); None: the shipped one."""
+        first = self._config.classifier.first_stage
+        if first is None or first.path is None:
+            return None
+        path = Path(first.path).expanduser()
+        return path if path.is_absolute() else Path(self._source).parent / path
+
+    @property
+    def score_cuts(self) -> tuple[float, ...]:
+        """Every score at which some rule's difficulty condition starts or stops holding, inside (0, 1).
+
+        A score's side of each cut is all the rules read of it, so a scorer that is exact only
+        near these cuts decides like an exact one (classifiers.two_stage).
+        """
+        edges = {
+            edge
+            for rule in self._rules
+            if rule.dmin is not None
+            for edge in (rule.dmin, rule.dmax)
+            if 0.0 < edge < 1.0
+        }
+        return tuple(sorted(edges))
+
+    @property
     def tier_names(self) -> tuple[str, ...]:
         """Tier names in file order."""
         return tuple(self._plans)

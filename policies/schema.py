@@ -25,6 +25,15 @@ class _Model(BaseModel):
     model_config = _STRICT
 
 
+class FirstStageConfig(_Model):
+    """The static first stage of a two-stage score: it decides alone far from every threshold."""
+
+    path: str | None = None  # a first-stage folder (bench/two_stage.py --write); None: the shipped one
+    # At most this share of queries decided differently from the transformer, per threshold (its
+    # margin is calibrated on out-of-fold scores at each of the policy's thresholds).
+    disagreement: float = Field(default=0.01, ge=0.0, le=0.1)
+
+
 class ClassifierConfig(_Model):
     """Which difficulty classifier scores queries."""
 
@@ -33,6 +42,8 @@ class ClassifierConfig(_Model):
     # difficulty: P(cheapest tier wrong). gain: P(strongest tier right) - P(cheapest tier right),
     # floored at 0, which keeps prompts every tier fails on the cheap tier (see data/README.md).
     score: Literal["difficulty", "gain"] = "difficulty"
+    # None: the transformer scores every query. See docs/policy.md, "Two-stage scoring".
+    first_stage: FirstStageConfig | None = None
 
 
 class PriceConfig(_Model):

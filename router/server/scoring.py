@@ -6,6 +6,11 @@ once: a lone request never waits for a timer or for company. Requests that arriv
 is being scored go together into the next one, so under load the classifier makes one call per
 batch, and the event loop never runs the encoder. One thread: onnxruntime releases the GIL, so
 the encoder uses one core while the event loop keeps the other.
+
+With `classifier.first_stage` set, the scorer is two-stage (classifiers.two_stage): each request
+carries the live policy's cuts, a static model answers where it is far from all of them, and only
+the rest pay for the transformer. Cached scores are keyed by the cuts too, since a first-stage
+score is only good for the cuts it was judged against.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Protocol
 
 import numpy as np
 
+from classifiers.two_stage import StageCounts, TwoStageClassifier
 from policies.policy import Policy
 
 logger = logging.getLogger(__name__)
@@ -42,7 +48,10 @@ class Scorer(Protocol):
 
 
 ClassifierLoader = Callable[[Path | None, str | None], Scorer]
-_Pending = tuple[str, str, "asyncio.Future[float]"]
+Cuts = tuple[float, ...]
+_Pending = tuple[str, str, Cuts, "asyncio.Future[float]"]
+_CacheKey = tuple[str, Cuts, bytes]
+_PoolKey = tuple[Path | None, str | None, Path | None, float | None]
 
 
 def default_classifier_loader(path: Path | None, embedding_model: str | None) -> Scorer:
@@ -54,20 +63,20 @@ def default_classifier_loader(path: Path | None, embedding_model: str | None) ->
 
 
 class ScoreCache:
-    """The last `size` scores, by (score kind, SHA-256 of the text); texts themselves are not kept."""
+    """The last `size` scores, by (score kind, cuts, SHA-256 of the text); texts themselves are not kept."""
 
     def __init__(self, size: int = SCORE_CACHE_SIZE) -> None:
         self.size = size
         self.hits = 0
         self.misses = 0
-        self._scores: OrderedDict[tuple[str, bytes], float] = OrderedDict()
+        self._scores: OrderedDict[_CacheKey, float] = OrderedDict()
 
     @staticmethod
-    def key(kind: str, text: str) -> tuple[str, bytes]:
+    def key(kind: str, text: str, cuts: Cuts = ()) -> _CacheKey:
         """The cache key of one text: a digest bounds memory whatever the prompt's length."""
-        return kind, hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+        return kind, cuts, hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
-    def get(self, key: tuple[str, bytes]) -> float | None:
+    def get(self, key: _CacheKey) -> float | None:
         """The cached score, or None; a hit becomes the most recent entry."""
         value = self._scores.get(key)
         if value is None:
@@ -77,7 +86,7 @@ class ScoreCache:
         self._scores.move_to_end(key)
         return value
 
-    def put(self, key: tuple[str, bytes], value: float) -> None:
+    def put(self, key: _CacheKey, value: float) -> None:
         """Remember a score, forgetting the least recently used beyond `size`."""
         if self.size <= 0:
             return
@@ -105,6 +114,8 @@ class BatchScorer:
         observe: Callable[[int, float], None] | None = None,
     ) -> None:
         self.classifier = classifier
+        # Only a two-stage scorer is told the cuts; any other scores exactly, whatever they are.
+        self.two_stage = classifier if isinstance(classifier, TwoStageClassifier) else None
         self.max_batch = max_batch
         self.cache = ScoreCache(cache_size)
         self._observe = observe or (lambda size, seconds: None)
@@ -115,11 +126,17 @@ class BatchScorer:
 
     def warm(self) -> None:
         """Run one prediction now (blocking): the first call loads the encoder's session."""
-        self.classifier.predict_score(["warm-up"], "difficulty")
+        if self.two_stage is not None:
+            # Both stages, outside the counts: the first call of each loads its tables or session.
+            self.two_stage.first.predict_score(["warm-up"], "difficulty")
+            self.two_stage.second.predict_score(["warm-up"], "difficulty")
+        else:
+            self.classifier.predict_score(["warm-up"], "difficulty")
 
-    async def score(self, text: str, kind: str) -> float:
-        """The score of one text: from the cache, else from the next batch."""
-        key = ScoreCache.key(kind, text)
+    async def score(self, text: str, kind: str, cuts: Cuts = ()) -> float:
+        """The score of one text, exact at least near `cuts`: from the cache, else from the next batch."""
+        cuts = cuts if self.two_stage is not None else ()
+        key = ScoreCache.key(kind, text, cuts)
         cached = self.cache.get(key)
         if cached is not None:
             return cached
@@ -128,7 +145,7 @@ class BatchScorer:
             self._wake = asyncio.Event()
             self._worker = loop.create_task(self._work(self._wake), name="classifier-batches")
         future: asyncio.Future[float] = loop.create_future()
-        self._pending.append((text, kind, future))
+        self._pending.append((text, kind, cuts, future))
         self._wake.set()
         value = await future
         self.cache.put(key, value)
@@ -141,23 +158,28 @@ class BatchScorer:
             wake.clear()
             while self._pending:
                 batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-                batch = [item for item in batch if not item[2].done()]  # callers that gave up
-                for kind in dict.fromkeys(item[1] for item in batch):
-                    group = [item for item in batch if item[1] == kind]
+                batch = [item for item in batch if not item[3].done()]  # callers that gave up
+                for kind, cuts in dict.fromkeys((item[1], item[2]) for item in batch):
+                    group = [item for item in batch if item[1] == kind and item[2] == cuts]
                     texts = list(dict.fromkeys(item[0] for item in group))  # the same prompt twice: score it once
                     started = time.perf_counter()
                     try:
-                        scores = await loop.run_in_executor(self._executor, self.classifier.predict_score, texts, kind)
+                        scores = await loop.run_in_executor(self._executor, self._predict, texts, kind, cuts)
                     except Exception as error:  # noqa: BLE001 - handed to every waiting request, not swallowed
-                        for _, _, future in group:
+                        for _, _, _, future in group:
                             if not future.done():
                                 future.set_exception(error)
                         continue
                     self._observe(len(texts), time.perf_counter() - started)
                     by_text = dict(zip(texts, (float(value) for value in scores), strict=True))
-                    for text, _, future in group:
+                    for text, _, _, future in group:
                         if not future.done():
                             future.set_result(by_text[text])
+
+    def _predict(self, texts: list[str], kind: str, cuts: Cuts) -> np.ndarray:
+        if self.two_stage is not None:
+            return self.two_stage.predict_score(texts, kind, cuts)
+        return self.classifier.predict_score(texts, kind)
 
     async def aclose(self) -> None:
         """Stop the worker and its thread."""
@@ -182,18 +204,39 @@ class ScorerPool:
         self._max_batch = max_batch
         self._observe = observe
         self._cache_size = cache_size
-        self._scorers: dict[tuple[Path | None, str | None], BatchScorer] = {}
+        self._scorers: dict[_PoolKey, BatchScorer] = {}
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(policy: Policy) -> _PoolKey:
+        config = policy.config.classifier
+        first = config.first_stage
+        return (
+            policy.classifier_path,
+            config.embedding_model,
+            policy.first_stage_path,
+            first.disagreement if first is not None else None,
+        )
+
+    def _build(self, policy: Policy) -> Scorer:
+        """The policy's classifier, behind its first stage when the policy asks for one."""
+        classifier = self._loader(policy.classifier_path, policy.config.classifier.embedding_model)
+        first = policy.config.classifier.first_stage
+        if first is None:
+            return classifier
+        from classifiers.two_stage import load_first_stage
+
+        return load_first_stage(policy.first_stage_path, classifier, disagreement=first.disagreement)
 
     def load(self, policy: Policy) -> BatchScorer:
         """The scorer for `policy`'s classifier, loading and warming it on first use (blocking)."""
-        key = (policy.classifier_path, policy.config.classifier.embedding_model)
+        key = self._key(policy)
         with self._lock:
             scorer = self._scorers.get(key)
             if scorer is None:
                 started = time.perf_counter()
                 scorer = BatchScorer(
-                    self._loader(*key), max_batch=self._max_batch, cache_size=self._cache_size, observe=self._observe
+                    self._build(policy), max_batch=self._max_batch, cache_size=self._cache_size, observe=self._observe
                 )
                 scorer.warm()
                 self._scorers[key] = scorer
@@ -202,16 +245,20 @@ class ScorerPool:
 
     async def score(self, policy: Policy, text: str) -> float:
         """The policy's score of `text`, from its classifier."""
-        key = (policy.classifier_path, policy.config.classifier.embedding_model)
-        scorer = self._scorers.get(key)
+        scorer = self._scorers.get(self._key(policy))
         if scorer is None:
             scorer = await asyncio.to_thread(self.load, policy)
-        return await scorer.score(text, policy.config.classifier.score)
+        return await scorer.score(text, policy.config.classifier.score, policy.score_cuts)
 
     def cache_stats(self) -> tuple[int, int]:
         """Score-cache hits and misses over every classifier."""
         scorers = list(self._scorers.values())
         return sum(s.cache.hits for s in scorers), sum(s.cache.misses for s in scorers)
+
+    def stage_counts(self) -> StageCounts:
+        """Texts scored by each stage of the two-stage scorers (none: both zero)."""
+        counts = [s.two_stage.counts for s in self._scorers.values() if s.two_stage is not None]
+        return StageCounts(sum(c.first for c in counts), sum(c.second for c in counts))
 
     async def aclose(self) -> None:
         """Stop every scorer."""

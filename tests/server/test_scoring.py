@@ -9,7 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from router.server.scoring import BatchScorer, ScoreCache
+from classifiers.two_stage import Calibration, TwoStageClassifier
+from router.server.scoring import BatchScorer, ScoreCache, ScorerPool
 
 
 class GatedScorer:
@@ -98,3 +99,66 @@ def test_a_failed_call_reaches_every_waiting_request_and_is_not_cached() -> None
     failed, retried = asyncio.run(run())
     assert all(isinstance(result, RuntimeError) for result in failed)
     assert retried == pytest.approx(0.01) and classifier.calls[-1] == ["a"]
+
+
+class TableScorer:
+    """A stage scoring each text from a table; records what it was asked."""
+
+    def __init__(self, scores: dict[str, float]) -> None:
+        self.scores = scores
+        self.calls: list[list[str]] = []
+
+    def predict_score(self, texts: Sequence[str], score: str = "difficulty") -> np.ndarray:
+        self.calls.append(list(texts))
+        return np.array([self.scores.get(text, 0.5) for text in texts])
+
+
+def test_cuts_are_part_of_the_cache_key() -> None:
+    plain = ScoreCache.key("difficulty", "a")
+    assert ScoreCache.key("difficulty", "a", (0.5,)) != plain
+    assert ScoreCache.key("difficulty", "a", (0.5,)) != ScoreCache.key("difficulty", "a", (0.4,))
+
+
+def test_a_two_stage_scorer_is_told_the_cuts_and_a_one_stage_one_is_not() -> None:
+    first = TableScorer({"far": 0.02, "near": 0.4})  # on the cut: within any margin
+    second = TableScorer({"far": 0.1, "near": 0.6})
+    agreeing = np.linspace(0, 1, 101)
+    two_stage = TwoStageClassifier(first, second, Calibration({"difficulty": agreeing}, {"difficulty": agreeing}), 0.0)
+    one_stage = GatedScorer()
+    one_stage.release.set()
+
+    async def run() -> tuple[list[float], float]:
+        scorers = BatchScorer(two_stage), BatchScorer(one_stage)
+        try:
+            both = [await scorers[0].score(text, "difficulty", (0.4,)) for text in ("far", "near", "far")]
+            return both, await scorers[1].score("abc", "difficulty", (0.4,))
+        finally:
+            for scorer in scorers:
+                await scorer.aclose()
+
+    scores, plain = asyncio.run(run())
+    assert scores == [0.02, 0.6, 0.02]  # far: the first stage alone; near: the transformer; the repeat cached
+    assert second.calls == [["near"]] and (two_stage.counts.first, two_stage.counts.second) == (1, 1)
+    assert plain == pytest.approx(0.03) and one_stage.calls == [["abc"]]
+
+
+def test_pool_puts_the_shipped_first_stage_before_the_policys_classifier() -> None:
+    from policies import parse_policy
+    from tests.policies.support import TWO_TIERS
+
+    second = TableScorer({})
+    policy = parse_policy("classifier:\n  first_stage: {disagreement: 0.01}\n" + TWO_TIERS)
+    pool = ScorerPool(lambda path, model: second, max_batch=8, observe=lambda size, seconds: None)
+
+    async def run() -> list[float]:
+        try:
+            return [await pool.score(policy, text) for text in ("hi", "What is the capital of France?", "2+2")]
+        finally:
+            await pool.aclose()
+
+    scores = asyncio.run(run())
+    counts = pool.stage_counts()
+    assert counts.first + counts.second == 3
+    assert sum(call == [text] for call in second.calls for text in ("hi", "What is the capital of France?", "2+2")) == counts.second
+    assert all(0.0 <= score <= 1.0 for score in scores)
+    assert isinstance(pool.load(policy).classifier, TwoStageClassifier)
