@@ -31,7 +31,7 @@ class FirstStageConfig(_Model):
     path: str | None = None  # a first-stage folder (bench/two_stage.py --write); None: the shipped one
     # At most this share of queries decided differently from the transformer, per threshold (its
     # margin is calibrated on out-of-fold scores at each of the policy's thresholds).
-    disagreement: float = Field(default=0.01, ge=0.0, le=0.1)
+    disagreement: float = Field(default=0.005, ge=0.0, le=0.1)
 
 
 class ClassifierConfig(_Model):

@@ -1,7 +1,7 @@
 """Proxy benchmark: p50/p99 latency and max requests/s, direct vs our proxy vs the LiteLLM proxy.
 
     python bench/proxy/run.py [--prompts short,short-distinct,real] [--litellm PATH] [--requests 3000]
-                              [--seconds 15] [--client raw|httpx]
+                              [--seconds 15] [--client raw|httpx] [--first-stage 0.01]
 
 Starts, one worker each, on loopback: the upstream stub (bench/proxy/stub.py); `router serve`
 with a policy whose tiers all point at the stub; and, when its `litellm` executable is found
@@ -14,8 +14,11 @@ Non-streaming requests. Prompt sets (`--prompts`):
 - `short-distinct`: short questions that differ by their numbers, each sent once (no cache hits);
 - `real`: GSM8K and MMLU questions from ../shared/data/routellm/outcomes.jsonl, each sent once,
   300 at c=1 and 300 others at c=32 (unmeasured warm-up questions of their own).
-Prints the table, the decision's own latency per stage (tokenize, encode, classify), and the
-ratios last. The machine is shared: run it twice before believing a figure.
+With `--first-stage D`, a second `router serve` whose policy adds `classifier: {first_stage:
+{disagreement: D}}` (the two-stage score) is measured routing too, beside the first in the same
+run, and the decision's stages include the first stage and the share it decides alone at the
+policy's cut (0.5). Prints the table, the decision's own latency per stage (tokenize, encode,
+classify), and the ratios last. The machine is shared: run it twice before believing a figure.
 """
 
 from __future__ import annotations
@@ -68,6 +71,9 @@ rules:
   - name: default
     tier: cheap
 """
+
+CUTS = (0.5,)  # the policy's one threshold
+FIRST_STAGE = "classifier:\n  first_stage: {{disagreement: {disagreement}}}\n"
 
 LITELLM_CONFIG = """
 model_list:
@@ -193,11 +199,16 @@ def measure(
     return results, classifier
 
 
-def decision_stages(prompts: dict[str, list[str]]) -> dict[str, dict[str, tuple[float, float]]]:
+def decision_stages(
+    prompts: dict[str, list[str]], first_stage: float | None = None
+) -> dict[str, dict[str, tuple[float, float]]]:
     """p50 and p99 ms of each stage of the decision, one prompt at a time, as the proxy loads it.
 
     Stages: tokenize, encode (onnxruntime), classify (logistic + kNN on the vector, then the
     score), and the whole `predict_score` call. No score cache here: every prompt is computed.
+    With `first_stage` (a disagreement): the first stage alone (static encoder + logistic), the
+    whole two-stage call at the bench policy's cut, and the share the first stage decided (in
+    the p50 slot, as a fraction).
     """
     import numpy as np
 
@@ -208,6 +219,12 @@ def decision_stages(prompts: dict[str, list[str]]) -> dict[str, dict[str, tuple[
     classifier = load_classifier(threads=ENCODER_THREADS)
     encoder = classifier.encoder
     classifier.predict_score(["warm-up"])
+    two_stage = None
+    if first_stage is not None:
+        from classifiers.two_stage import load_first_stage
+
+        two_stage = load_first_stage(None, classifier, disagreement=first_stage)
+        two_stage.first.predict_score(["warm-up"])
     found: dict[str, dict[str, tuple[float, float]]] = {}
     for name, texts in prompts.items():
         times: dict[str, list[float]] = {"tokenize": [], "encode": [], "classify": [], "whole decision": []}
@@ -226,10 +243,21 @@ def decision_stages(prompts: dict[str, list[str]]) -> dict[str, dict[str, tuple[
             began = time.perf_counter()
             classifier.predict_score([text])
             times["whole decision"].append(time.perf_counter() - began)
+            if two_stage is not None:
+                began = time.perf_counter()
+                two_stage.first.predict_score([text])
+                times.setdefault("first stage", []).append(time.perf_counter() - began)
+                began = time.perf_counter()
+                two_stage.predict_score([text], "difficulty", CUTS)
+                times.setdefault("whole two-stage decision", []).append(time.perf_counter() - began)
         found[name] = {
             stage: (float(np.percentile(values, 50)) * 1000, float(np.percentile(values, 99)) * 1000)
             for stage, values in times.items() if values
         }
+        if two_stage is not None:
+            decided = two_stage.counts.first / max(1, two_stage.counts.first + two_stage.counts.second)
+            found[name]["first-stage share"] = (decided, decided)
+            two_stage.counts.first = two_stage.counts.second = 0
     return found
 
 
@@ -282,6 +310,8 @@ def main() -> None:
         help="also measure our pass-through with the Redis ledger on (REDIS_URL=URL); the other runs use the "
         "embedded in-memory ledger",
     )
+    parser.add_argument("--first-stage", type=float, default=None, metavar="D",
+                        help="also measure routing with the two-stage score at this disagreement")
     args = parser.parse_args()
     sets = [prompt_set(kind.strip(), args.requests) for kind in args.prompts.split(",") if kind.strip()]
     for name in ("REDIS_URL", "ROUTER_REDIS_URL"):  # the plain runs use the in-memory ledger, whatever the shell says
@@ -290,6 +320,10 @@ def main() -> None:
     stub_port, ours_port, litellm_port = free_port(), free_port(), free_port()
     stub = f"http://127.0.0.1:{stub_port}/v1"
     (work / "router.yaml").write_text(POLICY.format(stub=stub))
+    if args.first_stage is not None:
+        (work / "router-two-stage.yaml").write_text(
+            FIRST_STAGE.format(disagreement=args.first_stage) + POLICY.format(stub=stub)
+        )
     (work / "litellm.yaml").write_text(LITELLM_CONFIG.format(stub=stub))
     print(f"logs in {work}; one worker each; non-streaming; loopback; {args.client} client", flush=True)
 
@@ -315,6 +349,15 @@ def main() -> None:
                     f"{ours}/metrics",
                 )
             collections = gc_summary(httpx.get(f"{ours}/metrics").text)
+        if args.first_stage is not None:
+            with started([sys.executable, "-m", "router", "serve", "--config", str(work / "router-two-stage.yaml"),
+                          "--port", str(ours_port), "--log-level", "warning"], f"{ours}/healthz",
+                         work / "router-two-stage.log", {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}):
+                for prompts in sets:
+                    table[f"router routing, two-stage [{prompts.name}]"], inside[f"{prompts.name}, two-stage"] = measure(
+                        f"routing, two-stage [{prompts.name}]", f"{ours}/v1/chat/completions", "router", prompts,
+                        args, f"{ours}/metrics",
+                    )
         if args.ledger_redis:
             prefix = f"bench-{os.getpid()}:"
             with started([sys.executable, "-m", "router", "serve", "--config", str(work / "router.yaml"),
@@ -349,10 +392,11 @@ def main() -> None:
             print("  LiteLLM proxy: no `litellm` executable found (--litellm PATH); skipped", flush=True)
 
     stage_prompts = {p.name: (p.runs[1] if not p.repeated else p.runs[1] * 100)[:300] for p in sets}
-    stages = decision_stages(stage_prompts)
+    stages = decision_stages(stage_prompts, args.first_stage)
     print("\nthe decision alone, one prompt at a time, score cache off (p50 / p99 ms):")
     for name, figures in stages.items():
-        print(f"  [{name}] " + "; ".join(f"{stage} {p50:.2f} / {p99:.2f}" for stage, (p50, p99) in figures.items()))
+        print(f"  [{name}] " + "; ".join(f"{stage} {p50:.2f} / {p99:.2f}" if stage != "first-stage share"
+                                         else f"{stage} {p50:.3f}" for stage, (p50, p99) in figures.items()))
     for name, waits in inside.items():
         for concurrency, (wait_ms, batch) in waits.items():
             print(f"classifier inside the proxy, routing [{name}] at c={concurrency}: {wait_ms:.2f} ms mean wait per "

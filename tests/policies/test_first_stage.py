@@ -45,7 +45,7 @@ def test_first_stage_is_off_unless_configured_and_defaults_when_named() -> None:
     assert parse_policy(TWO_TIERS).config.classifier.first_stage is None
     policy = parse_policy(with_first_stage(TWO_TIERS, "  first_stage: {}\n"))
     first = policy.config.classifier.first_stage
-    assert first is not None and first.disagreement == 0.01 and first.path is None
+    assert first is not None and first.disagreement == 0.005 and first.path is None
     assert policy.first_stage_path is None  # the shipped one
 
 

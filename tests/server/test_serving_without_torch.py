@@ -27,8 +27,9 @@ from router.server import ServerSettings, create_app
 from tests.server.conftest import wait_ready
 from tests.server.support import FakeBackends, ServerThread, fake_tiers, write_policy
 
+extra = sys.argv[2] if len(sys.argv) > 2 else ""
 app = create_app(
-    ServerSettings(config=write_policy(Path(sys.argv[1]) / "router.yaml"), reload_interval_s=0),
+    ServerSettings(config=write_policy(Path(sys.argv[1]) / "router.yaml", extra=extra), reload_interval_s=0),
     backends=FakeBackends(fake_tiers()),
 )
 with ServerThread(app) as server:
@@ -40,6 +41,7 @@ print(json.dumps({
     "status": [first.status_code, again.status_code],
     "difficulty": [first.headers.get("x-router-difficulty"), again.headers.get("x-router-difficulty")],
     "cache": app.state.runtime.scorers.cache_stats(),
+    "stages": list(vars(app.state.runtime.scorers.stage_counts()).values()),
     "heavy": [name for name in %r if name in sys.modules],
 }))
 """
@@ -55,9 +57,9 @@ print(json.dumps({"exit": result.exit_code, "output": result.output, "heavy": [n
 """
 
 
-def _run(code: str, folder: Path) -> dict[str, object]:
+def _run(code: str, folder: Path, *args: str) -> dict[str, object]:
     done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code % (HEAVY,)), str(folder)],
+        [sys.executable, "-c", textwrap.dedent(code % (HEAVY,)), str(folder), *args],
         cwd=REPO, capture_output=True, text=True, timeout=240, check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -71,6 +73,14 @@ def test_proxy_routes_with_the_shipped_classifier_without_torch(tmp_path: Path) 
     difficulty = result["difficulty"]
     assert isinstance(difficulty, list) and difficulty[0] is not None and difficulty[0] == difficulty[1]
     assert result["cache"] == [1, 1]  # the repeated prompt was scored once
+    assert result["heavy"] == []
+
+
+def test_proxy_routes_with_the_two_stage_score_without_torch(tmp_path: Path) -> None:
+    result = _run(PROXY, tmp_path, "classifier:\n  first_stage: {disagreement: 0.005}\n")
+    assert result["status"] == [200, 200]
+    assert result["cache"] == [1, 1]
+    assert result["stages"] in ([1, 0], [0, 1])  # one prompt, scored once, by one of the stages
     assert result["heavy"] == []
 
 
