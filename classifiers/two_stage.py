@@ -111,6 +111,18 @@ class TwoStageClassifier:
                 self._margins[key] = found
         return found
 
+    def first_stage(self, texts: Sequence[str], score: str, cuts: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+        """The first stage's scores, and where they decide alone at `cuts` (counted as the first stage's)."""
+        scores = np.asarray(self.first.predict_score(texts, score), dtype=float)
+        alone = decided_by_first(scores, cuts, self.margins(score, cuts)) if len(cuts) else np.zeros(len(texts), bool)
+        self.counts.first += int(alone.sum())
+        return scores, alone
+
+    def second_stage(self, texts: Sequence[str], score: str) -> np.ndarray:
+        """The transformer's scores (counted as the second stage's)."""
+        self.counts.second += len(texts)
+        return np.asarray(self.second.predict_score(texts, score), dtype=float)
+
     def predict_score(self, texts: Sequence[str], score: str = "difficulty", cuts: Sequence[float] = ()) -> np.ndarray:
         """Per text, the first stage's score where it decides alone at `cuts`, else the second stage's.
 
@@ -118,15 +130,11 @@ class TwoStageClassifier:
         that does not say where decisions change gets the transformer's scores.
         """
         if not len(cuts):
-            self.counts.second += len(texts)
-            return np.asarray(self.second.predict_score(texts, score), dtype=float)
-        margins = self.margins(score, cuts)
-        scores = np.asarray(self.first.predict_score(texts, score), dtype=float)
-        near = np.flatnonzero(~decided_by_first(scores, cuts, margins))
+            return self.second_stage(texts, score)
+        scores, alone = self.first_stage(texts, score, cuts)
+        near = np.flatnonzero(~alone)
         if len(near):
-            scores[near] = self.second.predict_score([texts[int(i)] for i in near], score)
-        self.counts.second += len(near)
-        self.counts.first += len(texts) - len(near)
+            scores[near] = self.second_stage([texts[int(i)] for i in near], score)
         return scores
 
 
