@@ -133,6 +133,12 @@ class RouterMetrics:
             "Edits of router.yaml read by the watcher, by outcome (applied, invalid, auth_downgrade_refused).",
             ["outcome"], registry=registry,
         )
+        self.classifier_stages = Counter(
+            "router_classifier_stage",
+            "Queries scored, by the stage whose score the policy read: first (the static first stage alone, far "
+            "from every threshold) or second (the policy's classifier). Only with classifier.first_stage set.",
+            ["stage"], registry=registry,
+        )
         # The live loop (docs/live.md): what became of each sampled job, and the queue it feeds.
         self.live_jobs = Counter(
             "router_live_enqueue",
@@ -152,6 +158,8 @@ class RouterMetrics:
         )
         self._live_seen: dict[str, int] = {}
         self._reload_stats: Callable[[], Mapping[str, int]] | None = None
+        self._stage_stats: Callable[[], Mapping[str, int]] | None = None
+        self._stages_seen: dict[str, int] = {}
         self._reloads_seen: dict[str, int] = {}
         self._policy_version: str | None = None
         # Filled by a gc callback, which must not take the metric locks; drained at each scrape.
@@ -188,6 +196,19 @@ class RouterMetrics:
                 counter.inc(new)
                 self._reloads_seen[outcome] = total
 
+    def track_classifier_stages(self, stats: Callable[[], Mapping[str, int]]) -> None:
+        """Publish how many queries each scoring stage decided (read at each scrape from the scorers)."""
+        self._stage_stats = stats
+
+    def _sync_stages(self) -> None:
+        if self._stage_stats is None:
+            return
+        for stage, total in self._stage_stats().items():
+            new = total - self._stages_seen.get(stage, 0)
+            if new > 0:
+                self.classifier_stages.labels(stage).inc(new)
+                self._stages_seen[stage] = total
+
     def set_ledger_stats(self, stats: Mapping[str, int]) -> None:
         """Publish the ledger's own counters (a write lost to a full buffer shows here as `dropped`)."""
         for name, value in stats.items():
@@ -217,6 +238,7 @@ class RouterMetrics:
     def exposition(self) -> bytes:
         """The text format, all workers' metrics when in multiprocess mode."""
         self._sync_reloads()
+        self._sync_stages()
         while self.gc_samples:
             generation, seconds = self.gc_samples.popleft()
             self.gc_pause.labels(str(generation)).observe(seconds)

@@ -86,6 +86,7 @@ class Runtime:
         self.limiter: Limiter = LocalLimiter()
         self.auth = Authenticator(settings.api_keys, None, settings.redis_prefix, self.redis_guard)
         self.metrics.track_policy_reloads(store.stats)
+        self.metrics.track_classifier_stages(lambda: vars(self.scorers.stage_counts()))
         self.live = build_live_loop(lambda: self.store.policy, None, settings.redis_prefix)
         self.state = "starting"
         self.readiness = WorkerReadiness.from_environment()  # every worker's, for /readyz

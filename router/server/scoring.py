@@ -265,7 +265,8 @@ class ScorerPool:
 
     def stage_counts(self) -> StageCounts:
         """Texts scored by each stage of the two-stage scorers (none: both zero)."""
-        counts = [s.two_stage.counts for s in self._scorers.values() if s.two_stage is not None]
+        scorers = list(self._scorers.values())  # a copy: a load on another thread may add one meanwhile
+        counts = [s.two_stage.counts for s in scorers if s.two_stage is not None]
         return StageCounts(sum(c.first for c in counts), sum(c.second for c in counts))
 
     async def aclose(self) -> None:

@@ -37,11 +37,14 @@ with ServerThread(app) as server:
     with httpx.Client(base_url=server.url, timeout=30) as http:
         body = {"model": "router", "messages": [{"role": "user", "content": "Prove the Riemann hypothesis."}]}
         first, again = http.post("/v1/chat/completions", json=body), http.post("/v1/chat/completions", json=body)
+        metrics = http.get("/metrics").text
 print(json.dumps({
     "status": [first.status_code, again.status_code],
     "difficulty": [first.headers.get("x-router-difficulty"), again.headers.get("x-router-difficulty")],
     "cache": app.state.runtime.scorers.cache_stats(),
     "stages": list(vars(app.state.runtime.scorers.stage_counts()).values()),
+    "stage_metric": sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                        if line.startswith("router_classifier_stage_total")),
     "heavy": [name for name in %r if name in sys.modules],
 }))
 """
@@ -81,6 +84,7 @@ def test_proxy_routes_with_the_two_stage_score_without_torch(tmp_path: Path) -> 
     assert result["status"] == [200, 200]
     assert result["cache"] == [1, 1]
     assert result["stages"] in ([1, 0], [0, 1])  # one prompt, scored once, by one of the stages
+    assert result["stage_metric"] == 1.0  # and /metrics says so
     assert result["heavy"] == []
 
 
