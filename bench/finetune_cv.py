@@ -43,7 +43,10 @@ def main() -> None:
     parser.add_argument("--unfreeze-layers", type=int, default=1)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--learning-rate", type=float, default=5e-5, help="for the trained layers")
+    parser.add_argument("--head-learning-rate", type=float, default=1e-3)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--patience", type=int, default=2, help="validation checks (two per epoch) without gain")
     parser.add_argument("--budget-seconds", type=float, default=420.0, help="training time limit per fold")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -56,7 +59,8 @@ def main() -> None:
     data = training_set(load_records(args.data).records)
     config = FineTuneConfig(
         unfreeze_layers=args.unfreeze_layers, max_tokens=args.max_tokens, epochs=args.epochs,
-        learning_rate=args.learning_rate, budget_seconds=args.budget_seconds, threads=args.threads, seed=args.seed,
+        learning_rate=args.learning_rate, head_learning_rate=args.head_learning_rate, batch_size=args.batch_size,
+        patience=args.patience, budget_seconds=args.budget_seconds, threads=args.threads, seed=args.seed,
     ).check()
     args.out.mkdir(parents=True, exist_ok=True)
 
