@@ -424,10 +424,14 @@ def main() -> None:
         print(f"  routing [{first.name}] vs LiteLLM proxy: {ours_result[32].rps / lite[32].rps:.2f}x its req/s; "
               f"{(ours_result[1].p50_ms - direct[1].p50_ms) / (lite[1].p50_ms - direct[1].p50_ms):.2f}x its added p50 (c=1)")
     for prompts in sets:
-        passing, routing = table[f"router pass-through [{prompts.name}]"], table[f"router routing [{prompts.name}]"]
-        print(f"  [{prompts.name}] routing adds {routing[1].p50_ms - passing[1].p50_ms:+.2f} ms p50 and "
-              f"{routing[1].p99_ms - passing[1].p99_ms:+.2f} ms p99 over pass-through at c=1; at c=32 it serves "
-              f"{routing[32].rps:.0f} req/s, {routing[32].rps / passing[32].rps:.0%} of pass-through's {passing[32].rps:.0f}")
+        passing = table[f"router pass-through [{prompts.name}]"]
+        for label in ("routing", "routing, two-stage"):
+            routing = table.get(f"router {label} [{prompts.name}]")
+            if routing is None:
+                continue
+            print(f"  [{prompts.name}] {label} adds {routing[1].p50_ms - passing[1].p50_ms:+.2f} ms p50 and "
+                  f"{routing[1].p99_ms - passing[1].p99_ms:+.2f} ms p99 over pass-through at c=1; at c=32 it serves "
+                  f"{routing[32].rps:.0f} req/s, {routing[32].rps / passing[32].rps:.0%} of pass-through's {passing[32].rps:.0f}")
 
 if __name__ == "__main__":
     main()
