@@ -96,7 +96,7 @@ class TwoStageClassifier:
     first: ScoringClassifier
     second: ScoringClassifier
     calibration: Calibration
-    disagreement: float = 0.01
+    disagreement: float = 0.005  # router.yaml's default (classifier.first_stage.disagreement)
     counts: StageCounts = field(default_factory=StageCounts)
     _margins: dict[tuple[str, tuple[float, ...]], tuple[float, ...]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
