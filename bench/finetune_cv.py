@@ -1,7 +1,7 @@
 """Out-of-fold scores of the fine-tuned MiniLM (classifiers.finetune) on the comparison's folds.
 
     nice -n 10 python bench/finetune_cv.py --out bench/out/finetune [--folds-only 0,1] [--unfreeze-layers 1]
-        [--epochs 2] [--budget-seconds 420] [--max-tokens 128] [--grouped]
+        [--epochs 3] [--budget-seconds 420] [--max-tokens 128] [--grouped]
 
 For each fold (classifiers.selection.fold_splits, or grouped_fold_splits with --grouped: the same
 folds as bench/routing_quality.py), trains the top layers and heads on the other folds (early
