@@ -1,22 +1,25 @@
 """Routing quality of every classifier candidate on the same folds, with the issue-12 figures.
 
     nice -n 10 python bench/routing_quality.py [--data ../shared/data/routellm/outcomes.jsonl]
-        [--finetuned bench/out/finetune] [--grouped] [--skip-litellm] [--json out.json]
+        [--finetuned bench/out/finetune] [--grouped] [--paired] [--skip-litellm] [--json out.json]
 
 Rows: today's classifier (logistic regression + kNN ensemble on the shipped ONNX-int8 MiniLM,
 ranked by predicted gain), kNN alone, logistic regression alone, the ensemble with cheap
-request-time features (classifiers.features) and with per-source intercepts, the features alone,
-LiteLLM's ComplexityRouter, random, and the fine-tuned encoder's out-of-fold scores when
---finetuned names bench/finetune_cv.py's output (then a second table restricted to the folds it
-covers, every row on those same rows). Every model-based score is out of fold on the folds of
-classifiers.selection.fold_splits (stratified, 5, seed 0), or grouped_fold_splits with --grouped
-(whole MMLU subjects held out; GSM8K rows spread at random).
+request-time features (classifiers.features), with per-source intercepts, and with LiteLLM's rule
+score as one more feature, the features alone, LiteLLM's ComplexityRouter, random, and the
+fine-tuned encoder's out-of-fold scores when --finetuned names bench/finetune_cv.py's output (then
+a second table restricted to the folds it covers, every row on those same rows). Every
+model-based score is out of fold on the folds of classifiers.selection.fold_splits (stratified, 5,
+seed 0), or grouped_fold_splits with --grouped (whole MMLU subjects held out; GSM8K rows spread
+over the folds).
 
 Columns per source: APGR, CPT(50%), and the strong share needed to reach 95% of always-strong
 accuracy. Overall: cost per correct answer at 95% of strong quality, from policies.calibrate (the
 code behind `router policy calibrate --target-quality 0.95`) on bench/configs/routellm_gain.yaml
 with the scores' ranks as the difficulty, as a factor below always-strong's cost per correct
-(2.0x = half the cost). Embeddings come from the on-disk cache, so a rerun costs about a minute.
+(2.0x = half the cost). --paired adds each candidate's APGR minus today's per source: pooled, per
+fold, and a paired bootstrap 95% interval over rows (300 resamples). Embeddings come from the
+on-disk cache, so a rerun costs minutes (about 5 on 2 shared cores), not an hour of encoding.
 """
 
 from __future__ import annotations
@@ -82,7 +85,8 @@ def litellm_scores(prompts: Sequence[str]) -> np.ndarray:
 
 
 def model_candidates(
-    embeddings: np.ndarray, raw_features: np.ndarray, onehot: np.ndarray, targets: np.ndarray, splits: Splits
+    embeddings: np.ndarray, raw_features: np.ndarray, onehot: np.ndarray, targets: np.ndarray, splits: Splits,
+    only: Sequence[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Out-of-fold routing scores of the embedding and feature models."""
     n = len(targets)
@@ -135,6 +139,8 @@ def model_candidates(
     }
     scores = {}
     for name, fit_predict in table.items():
+        if only is not None and name not in only:
+            continue
         start = time.perf_counter()
         scores[name] = gain_of(out_of_fold(splits, n, fit_predict, width))
         print(f"{name}: {time.perf_counter() - start:.1f}s", flush=True)
@@ -201,6 +207,48 @@ def rows_table(
     return rows
 
 
+def paired_against(
+    base: np.ndarray, scores: dict[str, np.ndarray], weak: np.ndarray, strong: np.ndarray, groups: np.ndarray,
+    splits: Splits, resamples: int = 300, seed: int = 0,
+) -> list[dict[str, object]]:
+    """Each candidate's APGR minus `base`'s per source: per fold, and a paired bootstrap 95% interval of the pooled difference."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name, score in scores.items():
+        row: dict[str, object] = {"router": name}
+        for group in ("gsm8k", "mmlu"):
+            per_fold = []
+            for _, test in splits:
+                pick = np.zeros(len(score), dtype=bool)
+                pick[test] = True
+                pick &= groups == group
+                per_fold.append(_difference(score, base, weak, strong, np.nonzero(pick)[0]))
+            members = np.nonzero(groups == group)[0]
+            boots = [_difference(score, base, weak, strong, rng.choice(members, len(members))) for _ in range(resamples)]
+            row[f"{group}_diff"] = _difference(score, base, weak, strong, members)
+            row[f"{group}_per_fold"] = per_fold
+            row[f"{group}_ci95"] = [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
+        rows.append(row)
+    return rows
+
+
+def _difference(score: np.ndarray, base: np.ndarray, weak: np.ndarray, strong: np.ndarray, rows: np.ndarray) -> float:
+    ours, theirs = apgr(score[rows], weak[rows], strong[rows]), apgr(base[rows], weak[rows], strong[rows])
+    return float("nan") if ours is None or theirs is None else ours - theirs
+
+
+def print_paired(rows: list[dict[str, object]]) -> None:
+    """The paired differences in APGR against today's classifier."""
+    print("\nAPGR minus today's classifier (pooled; per fold; paired bootstrap 95% interval over rows)")
+    for row in rows:
+        cells = []
+        for group in ("gsm8k", "mmlu"):
+            folds = " ".join(f"{d:+.3f}" for d in row[f"{group}_per_fold"])  # type: ignore[attr-defined]
+            low, high = row[f"{group}_ci95"]  # type: ignore[misc]
+            cells.append(f"{group} {row[f'{group}_diff']:+.3f} [{folds}] ({low:+.3f}, {high:+.3f})")
+        print(f"{str(row['router']):42s}" + "   ".join(cells))
+
+
 def print_table(title: str, rows: list[dict[str, object]]) -> None:
     """A fixed-width table: APGR, CPT(50%), strong share for 95% per source; the cost factor overall."""
     print(f"\n{title}")
@@ -224,6 +272,7 @@ def main() -> None:
     parser.add_argument("--grouped", action="store_true", help="hold out whole MMLU subjects per fold")
     parser.add_argument("--finetuned", type=Path, default=None, help="bench/finetune_cv.py's --out folder")
     parser.add_argument("--skip-litellm", action="store_true")
+    parser.add_argument("--paired", action="store_true", help="each candidate's APGR minus today's, per fold and bootstrapped")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
     args = parser.parse_args()
 
@@ -243,8 +292,13 @@ def main() -> None:
     scores = model_candidates(embeddings, raw_features, onehot, data.targets, splits)
     if not args.skip_litellm:
         start = time.perf_counter()
-        scores["LiteLLM ComplexityRouter"] = litellm_scores(data.texts)
+        lite = litellm_scores(data.texts)
         print(f"LiteLLM ComplexityRouter: {time.perf_counter() - start:.1f}s", flush=True)
+        with_lite = np.column_stack([raw_features, lite])  # a column past FEATURE_NAMES: standardised, not logged
+        scores["ensemble + features + LiteLLM score"] = model_candidates(
+            embeddings, with_lite, onehot, data.targets, splits, only=("ensemble + request features",)
+        )["ensemble + request features"]
+        scores["LiteLLM ComplexityRouter"] = lite
     scores["random"] = np.random.default_rng(args.seed).random(len(data.texts))
     everything = np.ones(len(data.texts), dtype=bool)
     kind = "grouped by MMLU subject" if args.grouped else "stratified"
@@ -253,6 +307,11 @@ def main() -> None:
     print_table(f"{args.folds}-fold CV ({kind}, seed {args.seed}), all {len(data.texts)} rows", report["all_folds"])  # type: ignore[arg-type]
 
     headline = report["all_folds"][0]  # type: ignore[index]
+    if args.paired:
+        today = scores[str(headline["router"])]
+        others = {name: score for name, score in scores.items() if name != headline["router"]}
+        report["paired"] = paired_against(today, others, weak, strong, groups, splits)
+        print_paired(report["paired"])  # type: ignore[arg-type]
     if args.finetuned is not None:
         tuned, covered, infos = finetuned_candidates(args.finetuned, len(data.texts), scores[next(iter(scores))])
         report["finetuned_info"] = infos
