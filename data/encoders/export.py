@@ -100,10 +100,12 @@ def optimise_and_quantise(fp32: Path, out: Path, heads: int, hidden: int) -> Non
     )
 
 
-def versions() -> dict[str, str]:
-    """Versions of what shaped the exported numbers."""
+def versions(
+    names: tuple[str, ...] = ("torch", "transformers", "onnx", "onnxruntime", "tokenizers", "sentence-transformers"),
+) -> dict[str, str]:
+    """Versions of what shaped the exported numbers (`names`: the packages that did)."""
     found = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "onnx", "onnxruntime", "tokenizers", "sentence-transformers"):
+    for name in names:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -26,7 +26,7 @@ import aiohttp
 
 from core.errors import ConfigError
 from core.llm import Completion, GenerationParams, Message, TokenPrice, validate_messages, wire_message
-from router.backends._upstream import Retry, StreamedReply, Upstream, check_retry_settings, openai_sampling
+from router.backends._upstream import StreamedReply, Upstream, check_retry_settings, openai_sampling
 
 # LiteLLM model prefixes that mean "an OpenAI-compatible server at api_base".
 OPENAI_COMPATIBLE_PREFIXES = ("openai/", "hosted_vllm/", "openai_compatible/")

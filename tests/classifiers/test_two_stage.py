@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,18 +23,7 @@ from classifiers.two_stage import (
     read_two_stage,
 )
 from core.errors import ArtifactError, ConfigError, EmbeddingError
-
-
-class TableScorer:
-    """A stage whose score of each text is looked up in a table; it records what it was asked."""
-
-    def __init__(self, scores: dict[str, float]) -> None:
-        self.scores = scores
-        self.calls: list[list[str]] = []
-
-    def predict_score(self, texts: Sequence[str], score: str = "difficulty") -> np.ndarray:
-        self.calls.append(list(texts))
-        return np.array([self.scores[text] for text in texts])
+from tests.conftest import TableScorer
 
 
 def test_margin_keeps_disagreement_within_the_allowance_and_is_the_smallest_that_does() -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from classifiers.two_stage import Calibration, TwoStageClassifier
 from router.server.scoring import BatchScorer, ScoreCache, ScorerPool
+from tests.conftest import TableScorer
 
 
 class GatedScorer:
@@ -99,18 +100,6 @@ def test_a_failed_call_reaches_every_waiting_request_and_is_not_cached() -> None
     failed, retried = asyncio.run(run())
     assert all(isinstance(result, RuntimeError) for result in failed)
     assert retried == pytest.approx(0.01) and classifier.calls[-1] == ["a"]
-
-
-class TableScorer:
-    """A stage scoring each text from a table; records what it was asked."""
-
-    def __init__(self, scores: dict[str, float]) -> None:
-        self.scores = scores
-        self.calls: list[list[str]] = []
-
-    def predict_score(self, texts: Sequence[str], score: str = "difficulty") -> np.ndarray:
-        self.calls.append(list(texts))
-        return np.array([self.scores.get(text, 0.5) for text in texts])
 
 
 def test_cuts_are_part_of_the_cache_key() -> None:
