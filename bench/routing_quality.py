@@ -80,7 +80,7 @@ def litellm_scores(prompts: Sequence[str]) -> np.ndarray:
 
     from litellm.router_strategy.complexity_router.complexity_router import ComplexityRouter
 
-    router = ComplexityRouter(model_name="bench", litellm_router_instance=MagicMock())
+    router = ComplexityRouter(model_name="bench", ctx=MagicMock())  # classify() reads neither the router nor its context
     return np.array([router.classify(prompt)[1] for prompt in prompts], dtype=float)
 
 
