@@ -194,7 +194,7 @@ def test_cli_starts_reports_and_stops_a_candidate(
     # The proxy's live loop finds it in Redis (no shadow: section in the live router.yaml).
     loop, _ = record_and_enqueue(live, prefix, rows[:6], app, [0.3, 0.8] * 3)
     assert loop.shadowing is not None and (loop.shadowing.version, loop.shadowing.daily_budget_usd) == (version, 2.5)
-    assert loop.stats()["queued_shadow"] == 6
+    assert loop.stats()["queued_shadow"] == 6, loop.stats()
     asyncio.run(run_worker(live, prefix, 6))
 
     result = runner.invoke(cli, [*base, "--report", "--json"])
