@@ -6,12 +6,16 @@ import hashlib
 import json
 import logging
 import os
+import socket
+import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+import redis
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -21,6 +25,34 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 TEST_REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 
 _ROUTER_VARS = ("ROUTER_CACHE_DIR", "ROUTER_DEFAULT_CLASSIFIER", "ROUTER_CONFIG", "ROUTER_REDIS_URL", "REDIS_URL")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float = 5.0, interval_s: float = 0.02) -> bool:
+    """Poll `condition` until it holds or `timeout_s` passes; whether it holds in the end."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval_s)
+    return bool(condition())
+
+
+def redis_or_skip(url: str = TEST_REDIS_URL, **options: Any) -> redis.Redis:
+    """A client of the tests' Redis; the test is skipped when none answers there."""
+    client = redis.Redis.from_url(url, **options)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        client.close()
+        pytest.skip(f"no Redis at {url} ({error}); set REDIS_URL")
+    return client
 
 
 def redis_url_for(db: int) -> str:

@@ -10,17 +10,14 @@ import pytest
 import redis
 
 from router.ledger import LedgerConfig
-from tests.ledger.support import RedisServer, delete_prefix, free_port, redis_url
+from tests.ledger.support import RedisServer, delete_prefix, redis_url
+from tests.conftest import free_port, redis_or_skip
 
 
 @pytest.fixture(scope="session")
 def shared_redis() -> Iterator[redis.Redis]:
     """A client of the real Redis the tests share (skips when none answers)."""
-    client = redis.Redis.from_url(redis_url(), decode_responses=True)
-    try:
-        client.ping()
-    except redis.RedisError as error:
-        pytest.skip(f"no Redis at {redis_url()} ({error}); set REDIS_URL")
+    client = redis_or_skip(redis_url(), decode_responses=True)
     yield client
     client.close()
 

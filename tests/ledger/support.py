@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import subprocess
 import time
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from router.ledger import LedgerConfig, LedgerEntry, RedisLedger
+from router.ledger import LedgerConfig, LedgerEntry, RedisLedger, StoredRecord
+from router.ledger.counts import Counts
+from router.ledger.entry import AppCap
+from router.ledger.keys import LedgerKeys
+from router.ledger.report import record_counts
+from router.ledger.scripts import record_call
 from tests.conftest import TEST_REDIS_URL
 
 
@@ -26,6 +31,16 @@ def delete_prefix(client: redis.Redis, prefix: str) -> None:
     keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
     for first in range(0, len(keys), 500):
         client.delete(*keys[first : first + 500])
+
+
+def expected_aggregates(records: list[StoredRecord], config: LedgerConfig) -> dict[str, Counts]:
+    """Each aggregate key as the sum of the records that count in it, from the records alone."""
+    keys = LedgerKeys(config.key_prefix)
+    out: dict[str, Counts] = defaultdict(Counts)
+    for record in records:
+        for key in record_call(record.entry, keys, config, AppCap(config.max_apps)).keys[5:]:
+            out[key].add(record_counts(record))
+    return dict(out)
 
 
 def make_entry(n: int, **overrides: Any) -> LedgerEntry:
@@ -49,12 +64,6 @@ def make_entry(n: int, **overrides: Any) -> LedgerEntry:
     }
     values.update(overrides)
     return LedgerEntry(**values)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

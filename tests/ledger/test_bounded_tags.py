@@ -8,12 +8,10 @@ import asyncio
 import time
 import uuid
 
-import pytest
-import redis
-
 from router.ledger import LedgerConfig, LedgerEntry
 from router.ledger.entry import OTHER_APP, ledger_tag
 from router.ledger.redis_ledger import RedisLedger
+from tests.conftest import redis_or_skip
 from tests.server.conftest import REDIS_URL
 
 
@@ -34,11 +32,7 @@ def test_ledger_tags_are_short_safe_and_distinct() -> None:
 
 
 def test_300_distinct_4kb_apps_make_a_bounded_number_of_keys() -> None:
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip("Redis is not running")
+    client = redis_or_skip(REDIS_URL, decode_responses=True)
     prefix = f"test-{uuid.uuid4().hex[:10]}:"
     config = LedgerConfig(redis_url=REDIS_URL, key_prefix=prefix, max_apps=20)
 

@@ -6,7 +6,6 @@ import asyncio
 import logging
 import multiprocessing
 import time
-from collections import defaultdict
 
 import pytest
 import redis
@@ -18,26 +17,12 @@ from router.ledger import (
     LedgerReader,
     MemoryLedger,
     RedisLedger,
-    StoredRecord,
     SyncRedisLedger,
     open_ledger,
 )
 from router.ledger.counts import Counts
-from router.ledger.keys import LedgerKeys, utc_day
-from router.ledger.report import record_counts
-from router.ledger.entry import AppCap
-from router.ledger.scripts import record_call
-from tests.ledger.support import RedisServer, make_entry, redis_url, write_traffic
-
-
-def expected_aggregates(records: list[StoredRecord], config: LedgerConfig) -> dict[str, Counts]:
-    """Each aggregate key as the sum of the records that count in it, from the records alone."""
-    keys = LedgerKeys(config.key_prefix)
-    out: dict[str, Counts] = defaultdict(Counts)
-    for record in records:
-        for key in record_call(record.entry, keys, config, AppCap(config.max_apps)).keys[5:]:
-            out[key].add(record_counts(record))
-    return dict(out)
+from router.ledger.keys import utc_day
+from tests.ledger.support import RedisServer, expected_aggregates, make_entry, redis_url, write_traffic
 
 
 def stored_aggregates(client: redis.Redis, prefix: str) -> dict[str, Counts]:

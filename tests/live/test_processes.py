@@ -22,18 +22,9 @@ from router.ledger import LedgerConfig, open_sync_ledger
 from router.live.queue import GROUP, LiveKeys
 from router.live.training import export_for_training
 from router.live.worker import explored_id
-from tests.conftest import TEST_REDIS_URL
-from tests.server.support import free_port
+from tests.conftest import TEST_REDIS_URL, free_port, wait_for
 
 ROUTER = [sys.executable, "-m", "router"]
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -77,7 +68,7 @@ def test_proxy_worker_loop_and_a_worker_killed_mid_job(
     monkeypatch.setenv("ROUTER_PRELOAD", "false")
     spawn("serve", "--config", str(policy), "--port", str(port), name="serve")
     proxy = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _ready(proxy), 60, "the proxy")
+    assert wait_for(lambda: _ready(proxy), 60, 0.1), "timed out waiting for the proxy"
 
     n = 16
     with httpx.Client(base_url=proxy, timeout=30) as client:
@@ -89,11 +80,12 @@ def test_proxy_worker_loop_and_a_worker_killed_mid_job(
             ids.append(reply.headers["x-router-request-id"])
     r = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
     keys = LiveKeys(prefix)
-    wait_for(lambda: int(r.hget(keys.stats, "enqueued") or 0) == n, 10, "the proxy to queue every job")
+    queued_all = wait_for(lambda: int(r.hget(keys.stats, "enqueued") or 0) == n, 10, 0.1)
+    assert queued_all, "timed out waiting for the proxy to queue every job"
 
     # A worker takes jobs, and is killed while the (slow) judge is answering.
     first = spawn(*worker_args(policy, prefix), name="worker-1")
-    wait_for(lambda: _pending(r, keys) > 0, 30, "the first worker to take jobs")
+    assert wait_for(lambda: _pending(r, keys) > 0, 30, 0.1), "timed out waiting for the first worker to take jobs"
     time.sleep(0.2)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
@@ -106,8 +98,8 @@ def test_proxy_worker_loop_and_a_worker_killed_mid_job(
         return all("judge" in records[i].verdicts and explored_id(i, "strong") in records
                    and "judge" in records[explored_id(i, "strong")].verdicts for i in ids if i in records)
 
-    wait_for(all_graded, 90, "every answer to be judged")
-    wait_for(lambda: r.xlen(keys.jobs) == 0, 30, "the queue to drain")
+    assert wait_for(all_graded, 90, 0.1), "timed out waiting for every answer to be judged"
+    assert wait_for(lambda: r.xlen(keys.jobs) == 0, 30, 0.1), "timed out waiting for the queue to drain"
     records = {rec.entry.request_id: rec for rec in ledger.records()}
     for request_id, row in zip(ids, rows[:n], strict=True):
         assert records[request_id].verdicts["judge"] == float(row["outcomes"]["weak"]["correct"])
@@ -158,7 +150,7 @@ def test_shadow_a_candidate_on_a_running_proxy(
     monkeypatch.setenv("ROUTER_PRELOAD", "false")
     spawn("serve", "--config", str(live), "--port", str(port), name="serve")
     proxy = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _ready(proxy), 60, "the proxy")
+    assert wait_for(lambda: _ready(proxy), 60, 0.1), "timed out waiting for the proxy"
     spawn(*worker_args(live, prefix), name="worker")
     env = {**os.environ, "REDIS_URL": TEST_REDIS_URL}
     started = subprocess.run(
@@ -182,7 +174,7 @@ def test_shadow_a_candidate_on_a_running_proxy(
             ask(next(warm))
             return _metric(client.get("/metrics").text, 'router_live_enqueue_total{outcome="queued_shadow"}') > 0
 
-        wait_for(shadowing, 30, "the proxy to shadow the candidate")
+        assert wait_for(shadowing, 30, 0.1), "timed out waiting for the proxy to shadow the candidate"
         for row in rows[:12]:
             ask(row)
         r = redis.Redis.from_url(TEST_REDIS_URL, decode_responses=True)
@@ -191,9 +183,10 @@ def test_shadow_a_candidate_on_a_running_proxy(
         def queued() -> float:  # enqueues finish in the background, after the response
             return _metric(client.get("/metrics").text, 'router_live_enqueue_total{outcome="queued_shadow"}')
 
-        wait_for(lambda: queued() >= 13, 10, "every request's shadow job to be queued")
-        wait_for(lambda: r.hlen(f"{prefix}live:shadow:rows:{version}") == queued(), 90, "every shadow row")
-        wait_for(lambda: r.xlen(LiveKeys(prefix).jobs) == 0, 30, "the queue to drain")
+        assert wait_for(lambda: queued() >= 13, 10, 0.1), "timed out waiting for every shadow job to be queued"
+        rows_done = wait_for(lambda: r.hlen(f"{prefix}live:shadow:rows:{version}") == queued(), 90, 0.1)
+        assert rows_done, "timed out waiting for every shadow row"
+        assert wait_for(lambda: r.xlen(LiveKeys(prefix).jobs) == 0, 30, 0.1), "timed out waiting for the queue to drain"
         assert _metric(client.get("/metrics").text, "router_live_queue_depth") == 0
         total = queued()
 

@@ -22,9 +22,9 @@ from core.llm import Message
 from policies import load_policy
 from router.ledger import LedgerConfig, open_sync_ledger
 from router.live.loop import LiveLoop
-from tests.live.test_processes import wait_for
+from tests.conftest import wait_for
 from tests.live.test_worker import entry_for
-from tests.server.support import free_port
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
 
@@ -43,7 +43,7 @@ class PrivateRedis:
         self.process = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
              "--appendonly", "yes", "--save", ""], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self.answers, 10, "redis-server")
+        assert wait_for(self.answers, 10, 0.1), "timed out waiting for redis-server"
 
     def answers(self) -> bool:
         try:
@@ -97,11 +97,12 @@ def test_worker_rides_out_a_redis_restart(
          "--prefix", "r:", "--concurrency", "2", "--min-idle", "1"],
         env={**os.environ, "NO_PROXY": "127.0.0.1,localhost"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: _graded(private_redis) >= 2, 60, "the first verdicts")
+        assert wait_for(lambda: _graded(private_redis) >= 2, 60, 0.1), "timed out waiting for the first verdicts"
         private_redis.stop()
         time.sleep(1.5)  # the worker sees the outage (and a judge call may finish meanwhile)
         private_redis.start()  # AOF: the ledger, the queue and the consumer group come back
-        wait_for(lambda: _graded(private_redis) == n and _depth(private_redis) == 0, 90, "every job after the restart")
+        drained = wait_for(lambda: _graded(private_redis) == n and _depth(private_redis) == 0, 90, 0.1)
+        assert drained, "timed out waiting for every job after the restart"
         assert worker.poll() is None  # it rode out the outage
     finally:
         worker.terminate()

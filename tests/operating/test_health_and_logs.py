@@ -96,7 +96,8 @@ def test_access_log_is_off_without_the_flag() -> None:
 
 def test_json_log_format_from_the_environment_in_a_real_server(tmp_path: Path) -> None:
     """`ROUTER_LOG_FORMAT=json router serve`: every line on stderr is a JSON object."""
-    from tests.server.support import free_port, write_policy
+    from tests.conftest import free_port
+    from tests.server.support import serving, write_policy
 
     policy = write_policy(tmp_path / "router.yaml")
     port = free_port()
@@ -106,16 +107,7 @@ def test_json_log_format_from_the_environment_in_a_real_server(tmp_path: Path) -
         env=env, stderr=subprocess.PIPE, text=True,
     )
     try:
-        import time
-
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
+        if not serving(port):
             pytest.fail("the server did not become ready")
     finally:
         server.terminate()

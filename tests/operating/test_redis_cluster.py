@@ -16,7 +16,6 @@ import socket
 import subprocess
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,12 +29,8 @@ from typer.testing import CliRunner
 
 from core.errors import ConfigError
 from router.cli import app
-from router.ledger import LedgerConfig, RedisLedger, StoredRecord, SyncRedisLedger
+from router.ledger import LedgerConfig, RedisLedger, SyncRedisLedger
 from router.ledger.counts import Counts
-from router.ledger.entry import AppCap
-from router.ledger.keys import LedgerKeys
-from router.ledger.report import record_counts
-from router.ledger.scripts import record_call
 from policies.schema import RedisConfig
 from router.live.queue import JobQueue
 from router.live.shadow import ShadowRow, ShadowStore
@@ -44,7 +39,7 @@ from router.redis_client import async_redis, hash_tag, parse_sentinel_url, sync_
 from router.redis_guard import RedisGuard
 from router.server import ServerSettings, create_app
 from router.server.sessions import Pin, RedisPins
-from tests.ledger.support import make_entry
+from tests.ledger.support import expected_aggregates, make_entry
 from tests.server.conftest import Proxy, StartProxy
 from tests.server.support import write_policy
 
@@ -167,15 +162,6 @@ def _one_slot(cluster: RedisCluster, keys: list[str]) -> set[int]:
     return {key_slot(key.encode()) for key in keys}
 
 
-def _expected_aggregates(records: list[StoredRecord], config: LedgerConfig) -> dict[str, Counts]:
-    keys = LedgerKeys(config.key_prefix)
-    out: dict[str, Counts] = defaultdict(Counts)
-    for record in records:
-        for key in record_call(record.entry, keys, config, AppCap(config.max_apps)).keys[5:]:
-            out[key].add(record_counts(record))
-    return dict(out)
-
-
 def test_the_ledger_on_a_cluster_records_grades_and_reads_back(cluster_url: str, prefix: str, cluster: RedisCluster) -> None:
     config = LedgerConfig(redis_url=cluster_url, key_prefix=prefix)
     entries = [make_entry(n, tier=("fast", "strong")[n % 2], app=("a", "b", "c")[n % 3]) for n in range(12)]
@@ -196,7 +182,7 @@ def test_the_ledger_on_a_cluster_records_grades_and_reads_back(cluster_url: str,
     assert [r.entry.request_id for r in records] == [e.request_id for e in entries]
     assert {r.entry.request_id: r.score for r in records}["req-2"] == pytest.approx(2 / 3)
     stored = {key: Counts.from_hash(cluster.hgetall(key)) for key in _keys_under(cluster, f"{prefix}agg:")}
-    assert stored == _expected_aggregates(records, config)
+    assert stored == expected_aggregates(records, config)
     assert reader.aggregates("tier")["fast"].requests == 6
     reader.close()
     every_key = _keys_under(cluster, prefix)

@@ -19,7 +19,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from router import tracing
 from router.backends import FakeBackend
 from tests.server.conftest import StartProxy
-from tests.server.support import ServerThread, free_port, write_policy
+from tests.server.support import ServerThread, serving, write_policy
+from tests.conftest import free_port
 from tests.server.upstream import read_body
 
 
@@ -153,13 +154,7 @@ def test_router_serve_exports_spans_over_otlp_to_the_standard_endpoint(tmp_path:
         server = subprocess.Popen([sys.executable, "-m", "router", "serve", "--port", str(port), "--config", str(policy)],
                                   env=env, stderr=subprocess.PIPE, text=True)
         try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
+            serving(port)  # the request below fails the test if it never became ready
             httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=60,
                        json={"model": "fast", "messages": [{"role": "user", "content": "hi"}]})
         finally:

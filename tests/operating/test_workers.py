@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from tests.conftest import REPO
-from tests.server.support import ServerThread, free_port, write_policy
+from tests.server.support import ServerThread, write_policy
+from tests.conftest import free_port
 from tests.server.upstream import Upstream
 
 WORKERS = 2

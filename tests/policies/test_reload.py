@@ -7,13 +7,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from policies import Decision, PolicyStore, parse_policy
 from core.errors import PolicyError
+from tests.conftest import wait_for
 from tests.policies.support import TWO_TIERS
 
 # Difficulty 0.6 goes to strong under TWO_TIERS, to weak once the edge moves to 0.7.
@@ -27,15 +27,6 @@ def replace_file(path: Path, text: str) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 @pytest.fixture

@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from router.backends import Backend
 from router.ledger import LedgerConfig, LedgerEntry, MemoryLedger
 from router.server import ServerSettings, create_app
-from tests.conftest import redis_url_for
+from tests.conftest import redis_or_skip, redis_url_for
 from router.server.runtime import Runtime
 from tests.server.support import PASSTHROUGH, FakeBackends, KeywordScorer, ServerThread, fake_tiers, write_policy
 from tests.server.upstream import Upstream
@@ -107,12 +106,7 @@ def wait_ready(runtime: Runtime, timeout_s: float = 30) -> None:
 @pytest.fixture
 def redis_prefix() -> Iterator[str]:
     """A key prefix of this test's own in the real Redis (db 9); its keys are deleted afterwards."""
-    client = redis.Redis.from_url(REDIS_URL)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError:
-        client.close()
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    client = redis_or_skip(REDIS_URL)
     prefix = f"test-{uuid.uuid4().hex[:10]}:"
     yield prefix
     for key in client.scan_iter(match=f"{prefix}*"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import textwrap
 import threading
 import time
@@ -11,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pydantic
 import uvicorn
@@ -19,6 +19,7 @@ from policies.policy import Policy
 from policies.schema import Passthrough, Tier
 from router.backends import Backend, FakeBackend
 from core.llm import Completion, GenerationParams, Message, TokenPrice
+from tests.conftest import free_port, wait_for
 
 
 class ServerThread:
@@ -46,13 +47,6 @@ class ServerThread:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class KeywordScorer:
@@ -146,6 +140,18 @@ rules:
 fallbacks:
   deep: [fast]
 """
+
+
+def serving(port: int, timeout_s: float = 120) -> bool:
+    """Whether a `router serve` process on `port` answers /readyz with 200 within `timeout_s`."""
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    return wait_for(ready, timeout_s, 0.1)
 
 
 def write_policy(path: Path, *, upstream: str = "http://127.0.0.1:9/v1", timeout: float = 10, extra: str = "") -> Path:

@@ -15,7 +15,8 @@ import redis
 
 from router.auth import store_api_key
 from tests.server.conftest import REDIS_URL
-from tests.server.support import ServerThread, free_port, write_policy
+from tests.server.support import ServerThread, write_policy
+from tests.conftest import free_port, redis_or_skip
 from tests.server.upstream import Upstream
 
 APP_KEY = "sk-test-app-0123456789"
@@ -34,11 +35,7 @@ server:
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[list[str], str]]:
     """Two proxy processes on one policy and one Redis prefix; yields their URLs and the prefix."""
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        client.ping()
-    except redis.exceptions.ConnectionError:
-        pytest.skip("Redis is not running on 127.0.0.1:6379")
+    client = redis_or_skip(REDIS_URL, decode_responses=True)
     prefix = f"test-{uuid.uuid4().hex[:10]}:"
     with ServerThread(Upstream()) as upstream:
         policy = write_policy(tmp_path_factory.mktemp("limits") / "router.yaml", upstream=f"{upstream.url}/v1", extra=POLICY_EXTRA)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import httpx
 import openai
@@ -11,20 +10,12 @@ import pytest
 
 from router.backends import FakeBackend, TokenPrice
 from core.errors import BackendUnavailable
+from tests.conftest import wait_for
 from tests.server.conftest import StartProxy
 from tests.server.support import SlowBackend, fake_tiers
 from tests.server.upstream import Upstream
 
 HI = [{"role": "user", "content": "hi"}]
-
-
-def wait_for(condition: object, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_disconnect_mid_stream_closes_the_upstream_stream(start_proxy: StartProxy, upstream: tuple[Upstream, str]) -> None:

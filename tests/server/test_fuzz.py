@@ -28,13 +28,13 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-import redis
 from hypothesis import strategies as st
 
 from bench.conformance import ANY_JSON, IMAGE_URLS, TolerantUpstream, draw, shape_problem, strategy_for
 from policies.schema import Passthrough
 from router.auth import key_digest
 from router.execution import DefaultBackends
+from tests.conftest import redis_or_skip
 from tests.server.conftest import REDIS_URL, Proxy, StartProxy
 from tests.server.support import ServerThread, fake_tiers
 from tests.server.upstream import Upstream
@@ -375,12 +375,7 @@ def target(request: pytest.FixtureRequest, start_module_proxy: StartProxy) -> It
             proxy = start_module_proxy(real_backends=True, upstream_url=url, extra_yaml=extra)
             yield Target(proxy, httpx.get(f"{proxy.url}/openapi.json", timeout=TIMEOUT_S).json())
             return
-        client = redis.Redis.from_url(REDIS_URL)
-        try:
-            client.ping()
-        except redis.exceptions.ConnectionError:
-            client.close()
-            pytest.skip("Redis is not running on 127.0.0.1:6379")
+        client = redis_or_skip(REDIS_URL)
         prefix = f"test-fuzz-{uuid.uuid4().hex[:8]}:"
         try:
             proxy = start_module_proxy(

@@ -19,7 +19,7 @@ import redis
 
 from router.auth import key_digest
 from tests.server.conftest import Proxy, StartProxy
-from tests.server.support import free_port
+from tests.conftest import free_port
 
 APP_KEY = "sk-h5-app-0123456789"
 HI = {"model": "fast", "messages": [{"role": "user", "content": "hi"}]}

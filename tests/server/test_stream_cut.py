@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.server.conftest import StartProxy
-from tests.server.support import free_port
+from tests.conftest import free_port
 
 CHUNK = 'data: {{"id":"up","object":"chat.completion.chunk","created":0,"model":"m","choices":[{{"index":0,"delta":{{"content":"{text}"}},"finish_reason":null}}]}}\n\n'
 
