@@ -306,15 +306,6 @@ class TolerantUpstream:
             await self.inner(scope, receive, send)
             return
         raw = await read_body(receive)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return {"type": "http.disconnect"}
-            replayed = True
-            return {"type": "http.request", "body": raw, "more_body": False}
-
         started = False
 
         async def watch(message: Message) -> None:
@@ -323,23 +314,28 @@ class TolerantUpstream:
             await send(message)
 
         try:
-            await self.inner(scope, replay, watch)
+            await self.inner(scope, _body_once(raw), watch)
         except (KeyError, TypeError, IndexError, AttributeError, ValueError):
             if started:
                 raise
             self.fallbacks += 1
             body = json.loads(raw or b"{}")
             stripped = {key: body[key] for key in ("model", "messages") if key in body}
-            replayed = False
+            await self.inner(scope, _body_once(json.dumps(stripped).encode()), send)
 
-            async def replay_plain() -> Message:
-                nonlocal replayed
-                if replayed:
-                    return {"type": "http.disconnect"}
-                replayed = True
-                return {"type": "http.request", "body": json.dumps(stripped).encode(), "more_body": False}
 
-            await self.inner(scope, replay_plain, send)
+def _body_once(body: bytes) -> Receive:
+    """An ASGI `receive` that hands over `body` once, then says the client has gone."""
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive
 
 
 @contextlib.contextmanager
