@@ -336,14 +336,15 @@ class Executor:
         params = options.params(max_tokens=tier.max_tokens, timeout_s=tier.timeout_s)
         strategy: Strategy = tier.strategy
         label = ""
-        reason = options.single_sample
-        if reason is None and options.structured is not None and not strategy.handles_structured_answers():
-            reason = options.structured
-        if reason is not None and strategy.one_call((), params) is None:
-            # No vote or check means anything over these answers: one direct call answers (docs/proxy.md).
-            strategy, label = Direct(), f"direct (fallback: {reason})"
-        elif options.structured is not None and strategy.one_call((), params) is None:
-            label = f"{strategy.type} (votes on {structured_form(params.extra)})"
+        structured = options.structured
+        if strategy.one_call((), params) is None:  # a vote or a check over several calls
+            unfit = structured is not None and not strategy.handles_structured_answers()
+            reason = options.single_sample or (structured if unfit else None)
+            if reason is not None:
+                # No vote or check means anything over these answers: one direct call answers (docs/proxy.md).
+                strategy, label = Direct(), f"direct (fallback: {reason})"
+            elif structured is not None:
+                label = f"{strategy.type} (votes on {structured_form(params.extra)})"
         return Target(
             name, tier.model, backend, strategy,
             strategy.prepare(params, tier_max_tokens=tier.max_tokens), policy.escalation(name), label,
