@@ -23,7 +23,7 @@ import numpy as np
 from classifiers.embedding_cache import EmbeddingCache
 from classifiers.encoders import DEFAULT_EMBEDDING_MODEL, MINILM, make_encoder
 from classifiers.loaders import load_records
-from classifiers.selection import out_of_fold_proba
+from classifiers.selection import ENSEMBLE, KNN_DIMS, out_of_fold_proba
 from classifiers.targets import training_set
 from core.metrics import apgr, cpt
 
@@ -73,9 +73,9 @@ def main() -> None:
         start = time.perf_counter()
         embeddings = encoder.encode(data.texts)
         print(f"{encoder_name}: embedded {len(data.texts)} prompts in {time.perf_counter() - start:.1f}s (cached ones free)")
-        kinds: dict[str, dict[str, object]] = {"ensemble": {"model": "ensemble", "C": 1.0, "n_neighbors": 100}}
+        kinds: dict[str, dict[str, object]] = {"ensemble": dict(ENSEMBLE)}
         if position == 0:
-            kinds = {"logreg": {"model": "logreg", "C": 1.0}, "kNN k=100": {"model": "knn", "n_neighbors": 100}, **kinds}
+            kinds = {"logreg": {"model": "logreg", "C": 1.0}, "kNN k=100": {"model": "knn", "n_neighbors": 100, "knn_dims": KNN_DIMS}, **kinds}
         for kind, params in kinds.items():
             start = time.perf_counter()
             proba = out_of_fold_proba(params, embeddings, data.targets, data.sources, args.folds, seed=0)

@@ -3,8 +3,8 @@
     nice -n 10 python bench/routing_quality.py [--data ../shared/data/routellm/outcomes.jsonl]
         [--finetuned bench/out/finetune] [--grouped] [--paired] [--skip-litellm] [--json out.json]
 
-Rows: today's classifier (logistic regression + kNN ensemble on the shipped ONNX-int8 MiniLM,
-ranked by predicted gain), kNN alone, logistic regression alone, the ensemble with cheap
+Rows: the shipped classifier (logistic regression + kNN ensemble on the shipped ONNX-int8 encoder,
+MiniLM's layer 3 on 64 tokens, ranked by predicted gain), the same ensemble on each `--also` encoder, kNN alone, logistic regression alone, the ensemble with cheap
 request-time features (classifiers.features), with per-source intercepts, and with LiteLLM's rule
 score as one more feature, the features alone, LiteLLM's ComplexityRouter, random, and the
 fine-tuned encoder's out-of-fold scores when --finetuned names bench/finetune_cv.py's output (then
@@ -17,7 +17,7 @@ Columns per source: APGR, CPT(50%), and the strong share needed to reach 95% of 
 accuracy. Overall: cost per correct answer at 95% of strong quality, from policies.calibrate (the
 code behind `router policy calibrate --target-quality 0.95`) on bench/configs/routellm_gain.yaml
 with the scores' ranks as the difficulty, as a factor below always-strong's cost per correct
-(2.0x = half the cost). --paired adds each candidate's APGR minus today's per source: pooled, per
+(2.0x = half the cost). --paired adds each candidate's APGR minus the shipped one's per source: pooled, per
 fold, and a paired bootstrap 95% interval over rows (300 resamples). Embeddings come from the
 on-disk cache, so a rerun costs minutes (about 5 on 2 shared cores), not an hour of encoding.
 """
@@ -39,7 +39,7 @@ from classifiers.encoders import DEFAULT_EMBEDDING_MODEL, make_encoder
 from classifiers.estimator import DifficultyClassifier
 from classifiers.features import FeatureScaler, prompt_features, source_onehot
 from classifiers.loaders import load_records
-from classifiers.selection import fold_splits, grouped_fold_splits
+from classifiers.selection import KNN_DIMS, fold_splits, grouped_fold_splits
 from classifiers.targets import training_set
 from core.metrics import apgr, cpt, routed_accuracy
 from policies.calibrate import calibrate
@@ -93,7 +93,7 @@ def model_candidates(
 
     def kind(model: str, x: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
         def fit_predict(train: np.ndarray, test: np.ndarray) -> np.ndarray:
-            fitted = DifficultyClassifier(model=model, C=1.0, n_neighbors=100).fit_embeddings(x[train], targets[train])
+            fitted = DifficultyClassifier(model=model, C=1.0, n_neighbors=100, knn_dims=KNN_DIMS).fit_embeddings(x[train], targets[train])
             return fitted.predict_proba_embeddings(x[test])
 
         return fit_predict
@@ -103,7 +103,7 @@ def model_candidates(
         def fit_predict(train: np.ndarray, test: np.ndarray) -> np.ndarray:
             x_train, x_test = extra(train, test)
             linear = DifficultyClassifier(model="logreg", C=1.0).fit_embeddings(x_train, targets[train])
-            knn = DifficultyClassifier(model="knn", n_neighbors=100).fit_embeddings(embeddings[train], targets[train])
+            knn = DifficultyClassifier(model="knn", n_neighbors=100, knn_dims=KNN_DIMS).fit_embeddings(embeddings[train], targets[train])
             return (linear.predict_proba_embeddings(x_test) + knn.predict_proba_embeddings(embeddings[test])) / 2
 
         return fit_predict
@@ -129,7 +129,7 @@ def model_candidates(
 
     width = targets.shape[1]
     table = {
-        "today: ensemble (logreg+kNN), ONNX int8": kind("ensemble", embeddings),
+        "shipped: ensemble (logreg+kNN), layer-3 int8": kind("ensemble", embeddings),
         "kNN k=100 alone": kind("knn", embeddings),
         "logistic regression alone": kind("logreg", embeddings),
         "ensemble + request features": with_extra(features),
@@ -239,7 +239,7 @@ def _difference(score: np.ndarray, base: np.ndarray, weak: np.ndarray, strong: n
 
 def print_paired(rows: list[dict[str, object]]) -> None:
     """The paired differences in APGR against today's classifier."""
-    print("\nAPGR minus today's classifier (pooled; per fold; paired bootstrap 95% interval over rows)")
+    print("\nAPGR minus the shipped classifier (pooled; per fold; paired bootstrap 95% interval over rows)")
     for row in rows:
         cells = []
         for group in ("gsm8k", "mmlu"):
@@ -274,6 +274,8 @@ def main() -> None:
     parser.add_argument("--skip-litellm", action="store_true")
     parser.add_argument("--paired", action="store_true", help="each candidate's APGR minus today's, per fold and bootstrapped")
     parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
+    parser.add_argument("--also", default="", help="more encoders (names or exported folders, comma-separated): "
+                        "the shipped ensemble on each, e.g. bench/encoder_variants.py's 6x256h (the previous encoder)")
     args = parser.parse_args()
 
     began = time.perf_counter()
@@ -290,6 +292,11 @@ def main() -> None:
           f"embedded (cache) and featurised in {time.perf_counter() - began:.1f}s", flush=True)
 
     scores = model_candidates(embeddings, raw_features, onehot, data.targets, splits)
+    for name in filter(None, (text.strip() for text in args.also.split(","))):
+        other = make_encoder(name, cache=EmbeddingCache(), threads=1).encode(data.texts)
+        scores[f"ensemble on {name.rstrip('/').rsplit('/', 1)[-1]}"] = model_candidates(
+            other, raw_features, onehot, data.targets, splits, only=("shipped: ensemble (logreg+kNN), layer-3 int8",)
+        )["shipped: ensemble (logreg+kNN), layer-3 int8"]
     if not args.skip_litellm:
         start = time.perf_counter()
         lite = litellm_scores(data.texts)
@@ -323,7 +330,7 @@ def main() -> None:
                         report["finetuned_folds"])  # type: ignore[arg-type]
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2, default=float) + "\n")
-    print(f"\nFIGURE today's classifier, {kind} {args.folds}-fold CV: APGR GSM8K {headline['gsm8k_apgr']:.3f} / "
+    print(f"\nFIGURE the shipped classifier, {kind} {args.folds}-fold CV: APGR GSM8K {headline['gsm8k_apgr']:.3f} / "
           f"MMLU {headline['mmlu_apgr']:.3f}, MMLU strong share for 95% {headline['mmlu_strong_share_95']:.3f}, "
           f"cost per correct at 95% {headline['cost_factor_95']:.2f}x below always-strong "
           f"({time.perf_counter() - began:.0f}s)")

@@ -35,13 +35,13 @@ import numpy as np
 from classifiers.embedding_cache import EmbeddingCache
 from classifiers.encoders import DEFAULT_EMBEDDING_MODEL, MINILM, STATIC_EMBEDDING_MODEL, make_encoder
 from classifiers.loaders import load_records
-from classifiers.selection import fold_splits, out_of_fold_proba
+from classifiers.selection import ENSEMBLE, fold_splits, out_of_fold_proba
 from classifiers.targets import TrainingSet, training_set
 from classifiers.two_stage import calibrate_margin, decided_by_first, write_two_stage
 from core.metrics import FRACTIONS, apgr
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "routellm" / "outcomes.jsonl"
-PARAMS: dict[str, object] = {"model": "ensemble", "C": 1.0, "n_neighbors": 100, "random_state": 0}
+PARAMS: dict[str, object] = {**ENSEMBLE, "random_state": 0}
 
 
 def scores_of(proba: np.ndarray, kind: str) -> np.ndarray:

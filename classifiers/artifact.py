@@ -32,7 +32,8 @@ _INT8_SCALE = 127.0  # the kNN index is stored as int8: cosine similarity surviv
 _LINEAR = ("linear_coef", "linear_intercept", "linear_constant")
 _KNN = ("knn_index", "knn_targets", "knn_prior_weight")
 _NEIGHBOURS = ("knn_ids", "knn_sources")
-_ALL_MEMBERS = (*_LINEAR, *_KNN, *_NEIGHBOURS)
+_PROJECTION = ("knn_center", "knn_projection")  # with knn_dims: the index holds projected vectors
+_ALL_MEMBERS = (*_LINEAR, *_KNN, *_NEIGHBOURS, *_PROJECTION)
 
 
 @dataclass
@@ -87,6 +88,9 @@ def save_classifier(
         arrays["knn_index"] = np.rint(classifier.knn_.index_ * _INT8_SCALE).astype(np.int8)
         arrays["knn_targets"] = classifier.knn_.targets_.astype(np.float32)
         arrays["knn_prior_weight"] = np.array(classifier.knn_.prior_weight)
+        if classifier.knn_.projection_ is not None and classifier.knn_.center_ is not None:
+            arrays["knn_center"] = classifier.knn_.center_.astype(np.float32)
+            arrays["knn_projection"] = classifier.knn_.projection_.astype(np.float32)
         if neighbour_ids is not None:
             arrays["knn_ids"] = np.array(neighbour_ids, dtype=np.str_)
             arrays["knn_sources"] = np.array(neighbour_sources or [""] * len(neighbour_ids), dtype=np.str_)
@@ -216,9 +220,11 @@ def _check_arrays(path: Path, arrays: dict[str, np.ndarray], raw_info: dict[str,
     needed = [*(_LINEAR if kind in ("logreg", "ensemble") else ()), *(_KNN if kind in ("knn", "ensemble") else ())]
     if "knn_ids" in arrays or "knn_sources" in arrays:
         needed += _NEIGHBOURS
+    if "knn_center" in arrays or "knn_projection" in arrays:
+        needed += _PROJECTION
     for name in needed:
         if name not in arrays:
-            why = "its pair" if name in _NEIGHBOURS else f"the {kind!r} model in {METADATA_FILE}"
+            why = "its pair" if name in (*_NEIGHBOURS, *_PROJECTION) else f"the {kind!r} model in {METADATA_FILE}"
             raise ArtifactError(
                 f"{path} lacks the array {name!r}, which {why} needs; the artifact is incomplete. "
                 "Retrain or restore it."
@@ -233,6 +239,8 @@ def _check_arrays(path: Path, arrays: dict[str, np.ndarray], raw_info: dict[str,
         "knn_prior_weight": (),
         "knn_ids": (len(arrays["knn_index"]) if "knn_index" in arrays else None,),
         "knn_sources": (len(arrays["knn_index"]) if "knn_index" in arrays else None,),
+        "knn_center": (None,),
+        "knn_projection": (None, arrays["knn_index"].shape[-1] if "knn_index" in arrays and arrays["knn_index"].ndim == 2 else None),
     }
     for name, array in arrays.items():
         shape = expected[name]
@@ -260,6 +268,7 @@ def classifier_from_weights(info: ArtifactInfo, arrays: dict[str, np.ndarray]) -
         model=str(params.get("model", "ensemble")),
         C=float(params.get("C", 1.0)),
         n_neighbors=int(params.get("n_neighbors", 100)),
+        knn_dims=None if params.get("knn_dims") is None else int(params["knn_dims"]),
         random_state=int(params.get("random_state", 0)),
     )
     classifier.tiers_ = info.tiers
@@ -274,13 +283,18 @@ def classifier_from_weights(info: ArtifactInfo, arrays: dict[str, np.ndarray]) -
             )
     classifier.knn_ = None
     if "knn_index" in arrays:
-        knn = KnnScorer(classifier.n_neighbors, float(arrays["knn_prior_weight"]))
-        knn.fit(arrays["knn_index"].astype(np.float32) / _INT8_SCALE, arrays["knn_targets"].astype(np.float64))
+        knn = KnnScorer(classifier.n_neighbors, float(arrays["knn_prior_weight"]), dims=classifier.knn_dims)
+        knn.restore(
+            arrays["knn_index"].astype(np.float32) / _INT8_SCALE, arrays["knn_targets"].astype(np.float64),
+            arrays.get("knn_center"), arrays.get("knn_projection"),
+        )
         classifier.knn_ = knn
         if "knn_ids" in arrays:
             classifier.neighbour_ids_ = [str(i) for i in arrays["knn_ids"]]
             classifier.neighbour_sources_ = [str(s) for s in arrays["knn_sources"]]
-    widths = {a.shape[-1] for name, a in arrays.items() if name in ("linear_coef", "knn_index")}
+    # The input width: the linear weights', the projection's rows, or else the index's.
+    inputs = ("linear_coef", "knn_center", "knn_projection" if "knn_projection" in arrays else "knn_index")
+    widths = {a.shape[0] if name == "knn_projection" else a.shape[-1] for name, a in arrays.items() if name in inputs}
     if widths and widths != {info.embedding_dim}:
         raise ArtifactError(
             f"The weights have width {widths} but the metadata says embedding_dim {info.embedding_dim}; "

@@ -4,7 +4,11 @@ The shipped encoder (data/encoders/minilm-l6-int8/) is the packaged all-MiniLM-L
 to ONNX with its mean pooling and L2 normalisation inside the graph, and with int8 weights (see
 data/encoders/export.py). A folder holds `model.onnx`, `tokenizer.json` and `encoder.json`:
 
-    {"name": "all-MiniLM-L6-v2-onnx-int8", "dim": 384, "max_tokens": 256, ...}
+    {"name": "all-MiniLM-L6-v2-onnx-int8", "dim": 384, "max_tokens": 256, "truncation": "head", ...}
+
+`truncation` says which tokens of a longer text are kept: "head" (the first `max_tokens`, as
+sentence-transformers cuts) or "head_tail" (the first and last halves: a question's end, where
+its ask and its answer options are, predicts difficulty as much as its start).
 
 Texts go through onnxruntime one per call by default. Dynamic int8 quantisation scales each
 call's activations by their own range, so a text padded into a batch gets a slightly different
@@ -44,6 +48,19 @@ class OnnxEncoderInfo:
     name: str
     dim: int
     max_tokens: int
+    truncation: str = "head"
+
+
+TRUNCATIONS = ("head", "head_tail")
+
+
+def head_and_tail(ids: Sequence[int], limit: int) -> list[int]:
+    """The first token, the body's first and last tokens, and the last token: `limit` in all (unchanged when they fit)."""
+    if len(ids) <= limit:
+        return list(ids)
+    body, keep = ids[1:-1], limit - 2
+    head = keep // 2
+    return [ids[0], *body[:head], *body[len(body) - (keep - head) :], ids[-1]]
 
 
 def read_encoder_info(folder: Path) -> OnnxEncoderInfo:
@@ -51,7 +68,10 @@ def read_encoder_info(folder: Path) -> OnnxEncoderInfo:
     path = folder / ENCODER_FILE
     try:
         raw = json.loads(path.read_text())
-        return OnnxEncoderInfo(name=str(raw["name"]), dim=int(raw["dim"]), max_tokens=int(raw["max_tokens"]))
+        info = OnnxEncoderInfo(
+            name=str(raw["name"]), dim=int(raw["dim"]), max_tokens=int(raw["max_tokens"]),
+            truncation=str(raw.get("truncation", "head")),
+        )
     except FileNotFoundError as error:
         raise EmbeddingError(
             f"{folder} is not an exported encoder: {ENCODER_FILE} is missing. "
@@ -59,6 +79,12 @@ def read_encoder_info(folder: Path) -> OnnxEncoderInfo:
         ) from error
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise EmbeddingError(f"{path} lacks or mistypes a field ({error}); re-export the encoder.") from error
+    if info.truncation not in TRUNCATIONS or info.max_tokens < 3:
+        raise EmbeddingError(
+            f"{path}: truncation must be one of {', '.join(TRUNCATIONS)} and max_tokens at least 3; "
+            f"got {info.truncation!r} and {info.max_tokens}. Re-export the encoder."
+        )
+    return info
 
 
 def is_onnx_encoder_folder(path: Path) -> bool:
@@ -133,9 +159,12 @@ class OnnxEncoder:
                 except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail) as error:
                     raise EmbeddingError(f"Cannot load {self.folder / MODEL_FILE}: {error}. Re-export it.") from error
                 tokenizer = Tokenizer.from_file(str(self.folder / TOKENIZER_FILE))
-                # As sentence-transformers does: cut at max_seq_length, pad to the longest in the call.
-                tokenizer.enable_truncation(self.info.max_tokens)
-                tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+                if self.info.truncation == "head":
+                    # As sentence-transformers does: cut at max_seq_length.
+                    tokenizer.enable_truncation(self.info.max_tokens)
+                else:
+                    tokenizer.no_truncation()  # cut in tokenize(), keeping both ends
+                tokenizer.no_padding()
                 self._tokenizer = tokenizer
             return self._session, self._tokenizer
 
@@ -155,11 +184,18 @@ class OnnxEncoder:
         return np.stack([np.asarray(vector, dtype=np.float32) for vector in cached if vector is not None])
 
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids and attention mask, padded to the longest text and cut at `max_tokens`."""
+        """Token ids and attention mask, cut to `max_tokens` as `truncation` says and padded to the longest text."""
         _, tokenizer = self._load()
-        encodings = tokenizer.encode_batch(list(texts))
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        return ids, np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        rows = [e.ids for e in tokenizer.encode_batch(list(texts))]
+        if self.info.truncation == "head_tail":
+            rows = [head_and_tail(row, self.info.max_tokens) for row in rows]
+        width = max(len(row) for row in rows)
+        ids = np.zeros((len(rows), width), dtype=np.int64)  # 0: [PAD]
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
+        return ids, mask
 
     def embed_tokens(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The normalised vectors of tokenised texts: one onnxruntime call."""

@@ -12,10 +12,13 @@ from classifiers.estimator import DifficultyClassifier
 from classifiers.metrics import RoutingMetrics, routing_metrics, safe_auc
 from core.errors import ConfigError
 
+# The shipped classifier's parameters (cross-validation picked the ensemble on RouteLLM's data).
+KNN_DIMS = 64
+ENSEMBLE: dict[str, object] = {"model": "ensemble", "C": 1.0, "n_neighbors": 100, "knn_dims": KNN_DIMS}
 CANDIDATES: tuple[dict[str, object], ...] = (
     {"model": "logreg", "C": 1.0},
-    {"model": "knn", "n_neighbors": 100},
-    {"model": "ensemble", "C": 1.0, "n_neighbors": 100},
+    {"model": "knn", "n_neighbors": 100, "knn_dims": KNN_DIMS},
+    ENSEMBLE,
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -11,15 +12,15 @@ import pytest
 from classifiers.artifact import METADATA_FILE, WEIGHTS_FILE, save_classifier
 from classifiers.estimator import DifficultyClassifier
 from classifiers.loading import load_classifier
-from core.errors import ArtifactError
+from core.errors import ArtifactError, ConfigError
 from tests.conftest import HashEncoder, synthetic_outcomes
 
 
-def _fitted(encoder: HashEncoder, kind: str = "ensemble") -> tuple[DifficultyClassifier, list[str]]:
+def _fitted(encoder: HashEncoder, kind: str = "ensemble", knn_dims: int | None = None) -> tuple[DifficultyClassifier, list[str]]:
     rows = synthetic_outcomes(repeats=2)
     texts = [str(r["prompt"]) for r in rows]
     targets = np.array([[float(o["correct"]) for o in r["outcomes"].values()] for r in rows])  # type: ignore[union-attr]
-    clf = DifficultyClassifier(encoder, model=kind, n_neighbors=5).fit(texts, targets, ["weak", "strong"])
+    clf = DifficultyClassifier(encoder, model=kind, n_neighbors=5, knn_dims=knn_dims).fit(texts, targets, ["weak", "strong"])
     return clf, texts
 
 
@@ -43,6 +44,35 @@ def test_round_trip_gives_same_scores(kind: str, hash_encoder: HashEncoder, tmp_
     assert info["versions"]["scikit-learn"]
     if kind != "logreg":
         assert loaded.neighbour_ids_ is not None and loaded.neighbour_ids_[3] == "id3"
+
+
+def test_projected_knn_round_trips_and_finds_the_same_neighbours(hash_encoder: HashEncoder, tmp_path: Path) -> None:
+    clf, texts = _fitted(hash_encoder, "ensemble", knn_dims=8)
+    assert clf.knn_ is not None and clf.knn_.index_.shape == (40, 8)
+    _save(clf, tmp_path / "model")
+    loaded = load_classifier(tmp_path / "model", encoder=hash_encoder)
+    assert loaded.knn_dims == 8 and loaded.knn_ is not None and loaded.knn_.index_.shape == (40, 8)
+    np.testing.assert_allclose(loaded.predict_proba(texts), clf.predict_proba(texts), atol=0.02)
+    vectors = hash_encoder.encode(texts[:3])
+    assert (loaded.knn_.neighbours(vectors, 1)[0] == clf.knn_.neighbours(vectors, 1)[0]).all()
+
+
+def test_projection_without_its_centre_is_refused(hash_encoder: HashEncoder, tmp_path: Path) -> None:
+    clf, _ = _fitted(hash_encoder, "knn", knn_dims=8)
+    directory = _save(clf, tmp_path / "model")
+    with np.load(directory / WEIGHTS_FILE) as saved:
+        arrays = {name: saved[name] for name in saved.files if name != "knn_center"}
+    np.savez_compressed(directory / WEIGHTS_FILE, **arrays)
+    info = json.loads((directory / METADATA_FILE).read_text())
+    info["weights_sha256"] = hashlib.sha256((directory / WEIGHTS_FILE).read_bytes()).hexdigest()
+    (directory / METADATA_FILE).write_text(json.dumps(info))
+    with pytest.raises(ArtifactError, match="knn_center"):
+        load_classifier(directory, encoder=hash_encoder)
+
+
+def test_knn_dims_must_be_a_positive_integer(hash_encoder: HashEncoder) -> None:
+    with pytest.raises(ConfigError, match="knn_dims"):
+        _fitted(hash_encoder, "knn", knn_dims=0)
 
 
 def test_changed_weights_are_refused(hash_encoder: HashEncoder, tmp_path: Path) -> None:

@@ -22,7 +22,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ROUTER_CACHE_DIR", str(folder / "cache"))
         patch.setenv("HF_HUB_OFFLINE", "1")
-        result = runner.invoke(app, ["classifier", "train", "--data", str(data), "--out", str(folder / "clf"), "--cv", "3"])
+        # The ensemble, not auto: on 60 synthetic rows cross-validation's pick can flip with the
+        # encoder, and `explain` needs the neighbours only kNN and the ensemble keep.
+        result = runner.invoke(
+            app, ["classifier", "train", "--data", str(data), "--out", str(folder / "clf"), "--cv", "3", "--estimator", "ensemble"]
+        )
     assert result.exit_code == 0, result.output
     assert "chosen:" in result.output and "saved classifier" in result.output
     return folder / "clf", data
@@ -35,7 +39,7 @@ def test_train_writes_artifact_with_metadata(trained: tuple[Path, Path]) -> None
     assert info["training"]["rows"] == 60
     assert info["training"]["rows_by_source"] == {"geo": 30, "math": 30}
     assert len(info["training"]["data_sha256"]) == 64
-    assert {c["params"]["model"] for c in info["cv_metrics"]["candidates"]} == {"logreg", "knn", "ensemble"}
+    assert [c["params"]["model"] for c in info["cv_metrics"]["candidates"]] == ["ensemble"]
     assert "P(tier 'weak' answers incorrectly)" in info["label_definition"]
 
 

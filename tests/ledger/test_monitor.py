@@ -70,10 +70,13 @@ def test_the_plain_report_names_the_sources_it_used() -> None:
 @pytest.fixture
 def filled(config: LedgerConfig) -> list[str]:
     ledger = SyncRedisLedger(config)
+    # Seconds apart inside one UTC day: `--sources` has a row per tier and day, and a fixture
+    # spread over 20 minutes split in two just after midnight.
     now = time.time()
+    base = now if now % 86_400 > 60 else now - 120
     for i in range(20):
         tier = "fast" if i % 2 else "deep"
-        ledger.record(make_entry(i, tier=tier, cost_usd=0.0002 if tier == "fast" else 0.004, timestamp=now - i * 60,
+        ledger.record(make_entry(i, tier=tier, cost_usd=0.0002 if tier == "fast" else 0.004, timestamp=base - i,
                                  difficulty=(i % 10) / 10))
         ledger.feedback(f"req-{i}", float(i % 3 != 0), "judge")
         if i % 4 == 1:
