@@ -4,7 +4,7 @@
         [--finetuned bench/out/finetune] [--grouped] [--paired] [--skip-litellm] [--json out.json]
 
 Rows: the shipped classifier (logistic regression + kNN ensemble on the shipped ONNX-int8 encoder,
-MiniLM's layer 3 on 64 tokens, ranked by predicted gain), the same ensemble on each `--also` encoder, kNN alone, logistic regression alone, the ensemble with cheap
+MiniLM's first layer on 64 tokens, ranked by predicted gain), the same ensemble on each `--also` encoder, kNN alone, logistic regression alone, the ensemble with cheap
 request-time features (classifiers.features), with per-source intercepts, and with LiteLLM's rule
 score as one more feature, the features alone, LiteLLM's ComplexityRouter, random, and the
 fine-tuned encoder's out-of-fold scores when --finetuned names bench/finetune_cv.py's output (then
@@ -129,7 +129,7 @@ def model_candidates(
 
     width = targets.shape[1]
     table = {
-        "shipped: ensemble (logreg+kNN), layer-3 int8": kind("ensemble", embeddings),
+        "shipped: ensemble (logreg+kNN), layer-1 int8": kind("ensemble", embeddings),
         "kNN k=100 alone": kind("knn", embeddings),
         "logistic regression alone": kind("logreg", embeddings),
         "ensemble + request features": with_extra(features),
@@ -295,8 +295,8 @@ def main() -> None:
     for name in filter(None, (text.strip() for text in args.also.split(","))):
         other = make_encoder(name, cache=EmbeddingCache(), threads=1).encode(data.texts)
         scores[f"ensemble on {name.rstrip('/').rsplit('/', 1)[-1]}"] = model_candidates(
-            other, raw_features, onehot, data.targets, splits, only=("shipped: ensemble (logreg+kNN), layer-3 int8",)
-        )["shipped: ensemble (logreg+kNN), layer-3 int8"]
+            other, raw_features, onehot, data.targets, splits, only=("shipped: ensemble (logreg+kNN), layer-1 int8",)
+        )["shipped: ensemble (logreg+kNN), layer-1 int8"]
     if not args.skip_litellm:
         start = time.perf_counter()
         lite = litellm_scores(data.texts)

@@ -27,9 +27,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# The shipped ONNX export of all-MiniLM-L6-v2's first 3 layers, 64 tokens, int8 weights
-# (data/encoders/minilm-l6-layer3-int8/; why: data/encoders/export.py).
-DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2-layer3-ht64-onnx-int8"
+# The shipped ONNX export of all-MiniLM-L6-v2's first layer, 64 tokens, int8 weights
+# (data/encoders/minilm-l6-layer1-int8/; why: data/encoders/export.py).
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2-layer1-ht64-onnx-int8"
 # The encoder shipped before it (all 6 layers, 256 tokens): classifiers trained on it need it back.
 RETIRED_EMBEDDING_MODEL = "all-MiniLM-L6-v2-onnx-int8"
 # The shipped static encoder distilled from it with model2vec (data/encoders/minilm-l6-static/).

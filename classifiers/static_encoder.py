@@ -8,6 +8,8 @@ stage of a two-stage decision (classifiers.two_stage) rather than alone. A folde
 
 Encoding is model2vec's: tokens without special tokens, the unknown token dropped, at most
 `max_tokens` tokens, the mean of their rows, L2-normalised (an all-unknown text is the zero vector).
+With "truncation": "head_tail" in encoder.json the tokens kept of a longer text are its first and
+last halves of `max_tokens` (as the ONNX encoder keeps them), and only its ends are tokenized.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from classifiers.onnx_encoder import ENCODER_FILE, OnnxEncoderInfo, read_encoder_info
+from classifiers.onnx_encoder import ENCODER_FILE, OnnxEncoderInfo, head_and_tail_tokens, read_encoder_info
 from core.errors import EmbeddingError
 
 if TYPE_CHECKING:
@@ -81,7 +83,10 @@ class StaticEncoder:
                     )
                 tokenizer = Tokenizer.from_file(str(self.folder / TOKENIZER_FILE))
                 tokenizer.no_padding()
-                tokenizer.enable_truncation(self.info.max_tokens)
+                if self.info.truncation == "head":
+                    tokenizer.enable_truncation(self.info.max_tokens)
+                else:
+                    tokenizer.no_truncation()  # cut in token_ids(), keeping both ends
                 unknown = getattr(tokenizer.model, "unk_token", None)
                 self._unknown = tokenizer.token_to_id(unknown) if unknown else None
                 self._tokenizer = tokenizer
@@ -91,10 +96,13 @@ class StaticEncoder:
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """Each text's token ids, as the table is indexed (no special tokens, no unknown token)."""
         _, tokenizer = self._load()
-        encodings = tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        if self.info.truncation == "head_tail":
+            rows = head_and_tail_tokens(tokenizer, texts, self.info.max_tokens)
+        else:
+            rows = [e.ids for e in tokenizer.encode_batch(list(texts), add_special_tokens=False)]
         if self._unknown is None:
-            return [e.ids for e in encodings]
-        return [[i for i in e.ids if i != self._unknown] for e in encodings]
+            return rows
+        return [[i for i in row if i != self._unknown] for row in rows]
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Return L2-normalised float32 vectors of shape (len(texts), dim)."""

@@ -13,7 +13,7 @@ Non-streaming requests. Prompt sets (`--prompts`):
 - `short`: one short question, repeated: after the first request the proxy's score cache answers;
 - `short-distinct`: short questions that differ by their numbers, each sent once (no cache hits);
 - `real`: GSM8K and MMLU questions from ../shared/data/routellm/outcomes.jsonl, each sent once,
-  300 at c=1 and 300 others at c=32 (unmeasured warm-up questions of their own).
+  300 at c=1 and `--requests` others at c=32 (unmeasured warm-up questions of their own).
 With `--first-stage D`, a second `router serve` whose policy adds `classifier: {first_stage:
 {disagreement: D}}` (the two-stage score) is measured routing too, beside the first in the same
 run, and the decision's stages include the first stage and the share it decides alone at the
@@ -162,9 +162,11 @@ def prompt_set(kind: str, requests: int) -> PromptSet:
 
         return PromptSet(kind, {1: make(requests // 4), 32: make(requests)}, make(20), False)
     if kind == "real":
-        questions = real_questions(2 * REAL_PER_RUN + 20)
-        runs = {1: questions[:REAL_PER_RUN], 32: questions[REAL_PER_RUN : 2 * REAL_PER_RUN]}
-        return PromptSet(kind, runs, questions[2 * REAL_PER_RUN :], False)
+        # At c=32, 300 requests last half a second: `requests` others (3,000 by default) make a
+        # throughput figure that holds from run to run.
+        questions = real_questions(REAL_PER_RUN + max(REAL_PER_RUN, requests) + 20)
+        runs = {1: questions[:REAL_PER_RUN], 32: questions[REAL_PER_RUN:-20]}
+        return PromptSet(kind, runs, questions[-20:], False)
     raise SystemExit(f"unknown prompt set {kind!r}: use short, short-distinct or real")
 
 

@@ -1,23 +1,24 @@
 """Export a sentence-transformers MiniLM to the ONNX encoder the proxy serves (int8 weights).
 
-    python data/encoders/export.py [--model DIR] [--out data/encoders/minilm-l6-layer3-int8]
-        [--layers 3] [--max-tokens 64] [--truncation head_tail] [--name NAME]
+    python data/encoders/export.py [--model DIR] [--out data/encoders/minilm-l6-layer1-int8]
+        [--layers 1] [--max-tokens 64] [--truncation head_tail] [--name NAME]
 
-The defaults give the shipped encoder: the first 3 of MiniLM-L6's 6 layers, pooled, on at most
-64 tokens (the first and last 32 of a longer text). On RouteLLM's outcomes it routes better
-than the whole model (5-fold CV APGR by gain, GSM8K / MMLU, same folds: 0.647 / 0.682 against
-0.605 / 0.660 for all 6 layers on 256 tokens, both int8) and encodes in 2.7 ms instead of 6.3
-(p50 on those prompts, one thread; p99 3.6 against 26.8): bench/encoder_variants.py.
-`--layers 6 --max-tokens 256 --truncation head --name all-MiniLM-L6-v2-onnx-int8` gives the
-previous one (the whole model, as sentence-transformers runs it).
+The defaults give the shipped encoder: MiniLM-L6's first layer, mean-pooled, on at most 64
+tokens (the first and last 31 of a longer text). An inner layer routes better than the whole
+model, and costs a fraction of it. On RouteLLM's outcomes (5-fold CV APGR by gain, GSM8K / MMLU,
+same folds, int8, one thread; bench/encoder_variants.py): all 6 layers on 256 tokens 0.596 /
+0.661, encode p50 5.9 ms, p99 25.3; 3 layers on 64 tokens 0.649 / 0.681, 2.8 / 3.9 ms; the first
+layer on 64 tokens 0.652 / 0.666, 1.2 / 1.6 ms, which keeps the proxy's routing within 3 ms of
+pass-through at p99. `--layers 3` trades 1.6 ms for MMLU's 0.015; `--layers 6 --max-tokens 256
+--truncation head --name all-MiniLM-L6-v2-onnx-int8` gives the previous one (the whole model, as
+sentence-transformers runs it).
 
 Needs the `train` extra (torch, transformers) and onnx; serving the result needs only
-onnxruntime and tokenizers. Steps: the transformer with mean pooling and L2 normalisation
-folded into one graph (torch.onnx, TorchScript exporter, dynamic batch and length); onnxruntime's
-BERT fusions (attention, layer norm, GELU); dynamic int8 quantisation of the weights, per output
-channel and with 7-bit range (no saturation on CPUs without VNNI). Then it checks the result
-against the full-precision module on a few texts and writes `encoder.json`. `--layers N` pools
-the N-th layer's output instead of the last (the first N layers run: N/total of the cost).
+onnxruntime and tokenizers. Steps: the transformer's first `--layers` layers with mean pooling
+and L2 normalisation folded into one graph (torch.onnx, TorchScript exporter, dynamic batch and
+length); onnxruntime's BERT fusions (attention, layer norm, GELU); dynamic int8 quantisation of
+the weights, per output channel and with 7-bit range (no saturation on CPUs without VNNI). Then
+it checks the result against the full-precision module on a few texts and writes `encoder.json`.
 
 A classifier must be trained on this encoder's vectors (cosine ~0.99 to full precision, not 1).
 """
@@ -38,7 +39,7 @@ import numpy as np
 
 from classifiers.onnx_encoder import TRUNCATIONS, OnnxEncoder
 
-NAME = "all-MiniLM-L6-v2-layer3-ht64-onnx-int8"
+NAME = "all-MiniLM-L6-v2-layer1-ht64-onnx-int8"
 CHECK_TEXTS = [
     "What is 17 times 23? Answer with the number only.",
     "Prove that there are infinitely many primes.",
@@ -145,9 +146,9 @@ def main() -> None:
     """Export, quantise, check and describe the encoder."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="sentence-transformers folder (default: packaged MiniLM)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "minilm-l6-layer3-int8")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "minilm-l6-layer1-int8")
     parser.add_argument("--name", default=NAME, help="the encoder's name, recorded in classifiers trained on it")
-    parser.add_argument("--layers", type=int, default=3, help="pool the output of this many layers (0: all)")
+    parser.add_argument("--layers", type=int, default=1, help="pool the output of this many layers (0: all)")
     parser.add_argument("--max-tokens", type=int, default=64, help="tokens kept per text (0: the model's max_seq_length)")
     parser.add_argument("--truncation", choices=TRUNCATIONS, default="head_tail", help="which tokens a longer text keeps")
     args = parser.parse_args()

@@ -8,11 +8,13 @@ batch, and the event loop never runs the encoder. One thread: onnxruntime releas
 the encoder uses one core while the event loop keeps the other.
 
 With `classifier.first_stage` set, the scorer is two-stage (classifiers.two_stage): each request
-carries the live policy's cuts, and the static first stage scores it on the event loop (a table
-lookup and a dot product, ~0.2 ms: cheaper than the hop to the worker thread, which measured
-1-2 ms of GIL hand-over in the proxy). Where it is far from every cut that is the answer; only
-the rest join the worker's batches for the transformer. Cached scores are keyed by the cuts too,
-since a first-stage score is only good for the cuts it was judged against.
+carries the live policy's cuts. While the worker is idle the static first stage scores it on the
+event loop (a table lookup and a dot product, ~0.2 ms: a lone request skips the hop to the worker
+and back); while the worker is busy the request joins its next batch unjudged, and the worker runs
+both stages on it, so that under load the event loop keeps its core for HTTP (at 32 concurrent
+real prompts the first stage was a fifth of the loop's time). Where the first score is far from
+every cut that is the answer; only the rest pay for the transformer. Cached scores are keyed by
+the cuts too, since a first-stage score is only good for the cuts it was judged against.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -38,6 +41,11 @@ logger = logging.getLogger(__name__)
 # One intra-op thread for the proxy's encoder: on a 2-core machine the event loop needs the other
 # core, and a second onnxruntime thread spinning against it costs more than it gains (bench/proxy).
 ENCODER_THREADS = 1
+# How often a thread holding the GIL is made to hand it over (CPython's default: 5 ms). The worker
+# gives the GIL up for each tokenizer and onnxruntime call and must take it back from a busy event
+# loop; at 5 ms it waits most of that, at 1 ms the routed proxy served 635-645 real prompts/s at
+# concurrency 32 instead of 582-604 (bench/proxy/run.py, two runs each, 2 cores).
+GIL_SWITCH_INTERVAL_S = 0.001
 SCORE_CACHE_SIZE = 16_384  # entries of ~150 bytes (digest, kind, float): a few MB at most
 
 
@@ -51,15 +59,17 @@ class Scorer(Protocol):
 
 ClassifierLoader = Callable[[Path | None, str | None], Scorer]
 Cuts = tuple[float, ...]
-_Pending = tuple[str, str, Cuts, "asyncio.Future[float]"]
+_Pending = tuple[str, str, Cuts, bool, "asyncio.Future[float]"]  # text, kind, cuts, judged by the first stage, result
 _CacheKey = tuple[str, Cuts, bytes]
 _PoolKey = tuple[Path | None, str | None, Path | None, float | None]
 
 
 def default_classifier_loader(path: Path | None, embedding_model: str | None) -> Scorer:
     """The default loader: the policy's classifier artifact, its encoder on one thread."""
+    from classifiers.estimator import use_one_blas_thread
     from classifiers.loading import load_classifier
 
+    use_one_blas_thread()  # the proxy's products are one micro-batch each: a second thread only contends
     classifier: Scorer = load_classifier(path, embedding_model=embedding_model, threads=ENCODER_THREADS)
     return classifier
 
@@ -122,9 +132,11 @@ class BatchScorer:
         self.cache = ScoreCache(cache_size)
         self._observe = observe or (lambda size, seconds: None)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier")
+        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
         self._pending: list[_Pending] = []
         self._worker: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
+        self._busy = False  # the worker is scoring a batch (read and written on the event loop only)
 
     def warm(self) -> None:
         """Run one prediction now (blocking): the first call loads the encoder's session."""
@@ -142,17 +154,19 @@ class BatchScorer:
         cached = self.cache.get(key)
         if cached is not None:
             return cached
-        if self.two_stage is not None and cuts:
+        judged = False
+        if self.two_stage is not None and cuts and not self._busy:
             scores, alone = self.two_stage.first_stage([text], kind, cuts)
             if alone[0]:
                 self.cache.put(key, float(scores[0]))
                 return float(scores[0])
+            judged = True
         loop = asyncio.get_running_loop()
         if self._worker is None or self._worker.done() or self._wake is None:
             self._wake = asyncio.Event()
             self._worker = loop.create_task(self._work(self._wake), name="classifier-batches")
         future: asyncio.Future[float] = loop.create_future()
-        self._pending.append((text, kind, cuts, future))
+        self._pending.append((text, kind, cuts, judged, future))
         self._wake.set()
         value = await future
         self.cache.put(key, value)
@@ -163,30 +177,37 @@ class BatchScorer:
         while True:
             await wake.wait()
             wake.clear()
-            while self._pending:
-                batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-                batch = [item for item in batch if not item[3].done()]  # callers that gave up
-                for kind, cuts in dict.fromkeys((item[1], item[2]) for item in batch):
-                    group = [item for item in batch if item[1] == kind and item[2] == cuts]
-                    texts = list(dict.fromkeys(item[0] for item in group))  # the same prompt twice: score it once
-                    started = time.perf_counter()
-                    try:
-                        scores = await loop.run_in_executor(self._executor, self._predict, texts, kind, cuts)
-                    except Exception as error:  # noqa: BLE001 - handed to every waiting request, not swallowed
-                        for _, _, _, future in group:
-                            if not future.done():
-                                future.set_exception(error)
-                        continue
-                    self._observe(len(texts), time.perf_counter() - started)
-                    by_text = dict(zip(texts, (float(value) for value in scores), strict=True))
-                    for text, _, _, future in group:
-                        if not future.done():
-                            future.set_result(by_text[text])
+            self._busy = True
+            try:
+                while self._pending:
+                    batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
+                    await self._score_batch(loop, [item for item in batch if not item[4].done()])  # not who gave up
+            finally:
+                self._busy = False
 
-    def _predict(self, texts: list[str], kind: str, cuts: Cuts) -> np.ndarray:
+    async def _score_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
+        for kind, cuts, judged in dict.fromkeys((item[1], item[2], item[3]) for item in batch):
+            group = [item for item in batch if item[1:4] == (kind, cuts, judged)]
+            texts = list(dict.fromkeys(item[0] for item in group))  # the same prompt twice: score it once
+            started = time.perf_counter()
+            try:
+                scores = await loop.run_in_executor(self._executor, self._predict, texts, kind, cuts, judged)
+            except Exception as error:  # noqa: BLE001 - handed to every waiting request, not swallowed
+                for *_, future in group:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            self._observe(len(texts), time.perf_counter() - started)
+            by_text = dict(zip(texts, (float(value) for value in scores), strict=True))
+            for text, *_, future in group:
+                if not future.done():
+                    future.set_result(by_text[text])
+
+    def _predict(self, texts: list[str], kind: str, cuts: Cuts, judged: bool) -> np.ndarray:
         if self.two_stage is not None:
-            # Texts with cuts were already judged near one by the first stage (in `score`).
-            return self.two_stage.second_stage(texts, kind) if cuts else self.two_stage.predict_score(texts, kind)
+            # Judged texts were found near a cut by the first stage already (in `score`); the others
+            # get both stages here. With no cuts every score is the transformer's.
+            return self.two_stage.second_stage(texts, kind) if judged else self.two_stage.predict_score(texts, kind, cuts)
         return self.classifier.predict_score(texts, kind)
 
     async def aclose(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from classifiers.encoders import (
     make_encoder,
     packaged_minilm_path,
 )
-from classifiers.onnx_encoder import OnnxEncoder, head_and_tail
+from classifiers.onnx_encoder import OnnxEncoder, head_and_tail, head_and_tail_tokens
 from classifiers.shipped import SHIPPED_ENCODER, shipped_path
 from core.errors import EmbeddingError
 
@@ -118,7 +119,24 @@ def test_onnx_keeps_the_head_and_tail_of_long_texts(onnx_encoder: OnnxEncoder) -
     assert ids.shape == mask.shape == (1, 64)
 
 
-def test_onnx_matches_the_third_layer_of_minilm_in_full_precision(onnx_encoder: OnnxEncoder) -> None:
+def test_long_texts_tokenized_by_their_ends_give_the_same_tokens(onnx_encoder: OnnxEncoder) -> None:
+    _, tokenizer = onnx_encoder._load()
+    rng = random.Random(0)
+    pieces = ["Which", "of", "the", "following", "is", "true?", "(A)", "3.14159", "naïve", "Ångström", "中文", "x²+y²",
+              "well-known", "e.g.,", "\n", "\t", "hyper" * 30, "$1,000", "don't", "(B)", "—", "🙂"]
+    texts = [" ".join(rng.choice(pieces) for _ in range(rng.randint(50, 2_000))) for _ in range(60)]
+    texts += ["x" * 5_000, "word\n" * 800, "a" * 300 + " b" * 600 + " " + "c" * 300, "é" * 3_000 + " end", "中文" * 2_000]
+    for text in texts:
+        whole = head_and_tail(tokenizer.encode(text).ids, onnx_encoder.info.max_tokens)
+        assert head_and_tail_tokens(tokenizer, [text], onnx_encoder.info.max_tokens, ([101], [102])) == [whole], text[:60]
+        plain = tokenizer.encode(text, add_special_tokens=False).ids
+        expected = plain if len(plain) <= 64 else plain[:32] + plain[-32:]
+        assert head_and_tail_tokens(tokenizer, [text], 64) == [expected]
+    batch = head_and_tail_tokens(tokenizer, texts, 64, ([101], [102]))  # one call for all: the same rows
+    assert batch == [head_and_tail(tokenizer.encode(text).ids, 64) for text in texts]
+
+
+def test_onnx_matches_the_first_layer_of_minilm_in_full_precision(onnx_encoder: OnnxEncoder) -> None:
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     if packaged_minilm_path() is None:
@@ -128,7 +146,7 @@ def test_onnx_matches_the_third_layer_of_minilm_in_full_precision(onnx_encoder: 
     with torch.inference_mode():
         hidden = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask), output_hidden_states=True)
     weights = torch.from_numpy(mask).unsqueeze(-1).float()
-    pooled = (hidden.hidden_states[3] * weights).sum(1) / weights.sum(1)
+    pooled = (hidden.hidden_states[1] * weights).sum(1) / weights.sum(1)
     reference = torch.nn.functional.normalize(pooled, dim=1).numpy()
     cosine = (onnx_encoder.encode(SENTENCES) * reference).sum(axis=1)
     assert cosine.min() > 0.98  # int8 weights: close to, not equal to, full precision

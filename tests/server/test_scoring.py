@@ -131,6 +131,46 @@ def test_a_two_stage_scorer_is_told_the_cuts_and_a_one_stage_one_is_not() -> Non
     assert plain == pytest.approx(0.03) and one_stage.calls == [["abc"]]
 
 
+class ThreadRecordingScorer(TableScorer):
+    """A TableScorer that also records which thread each call ran on."""
+
+    def __init__(self, scores: dict[str, float]) -> None:
+        super().__init__(scores)
+        self.threads: list[str] = []
+
+    def predict_score(self, texts: Sequence[str], score: str = "difficulty") -> np.ndarray:
+        self.threads.append(threading.current_thread().name)
+        return super().predict_score(texts, score)
+
+
+def test_while_the_worker_is_busy_the_first_stage_runs_there_not_on_the_event_loop() -> None:
+    first = ThreadRecordingScorer({"far": 0.02, "near": 0.4, "near2": 0.4})  # near: on the cut
+    second = GatedScorer()  # its first call holds the worker until released
+    agreeing = np.linspace(0, 1, 101)
+    two_stage = TwoStageClassifier(first, second, Calibration({"difficulty": agreeing}, {"difficulty": agreeing}), 0.0)
+
+    async def run() -> list[float]:
+        scorer = BatchScorer(two_stage, max_batch=8)
+        try:
+            lone = asyncio.create_task(scorer.score("near", "difficulty", (0.4,)))
+            await asyncio.to_thread(second.entered.wait, 10)  # the worker is busy with it
+            later = [asyncio.create_task(scorer.score(text, "difficulty", (0.4,))) for text in ("far", "near2")]
+            await asyncio.sleep(0.05)
+            second.release.set()
+            return await asyncio.gather(lone, *later)
+        finally:
+            await scorer.aclose()
+
+    scores = asyncio.run(run())
+    # The lone request was judged on the event loop; the two that came while the worker was busy
+    # were judged together in the worker's thread, and only the one near the cut reached the transformer.
+    assert first.calls == [["near"], ["far", "near2"]]
+    assert first.threads[0] == threading.main_thread().name and first.threads[1].startswith("classifier")
+    assert second.calls == [["near"], ["near2"]]
+    assert scores == pytest.approx([0.04, 0.02, 0.05])
+    assert (two_stage.counts.first, two_stage.counts.second) == (1, 2)
+
+
 def test_pool_puts_the_shipped_first_stage_before_the_policys_classifier() -> None:
     from policies import parse_policy
     from tests.policies.support import TWO_TIERS
