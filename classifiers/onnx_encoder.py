@@ -1,8 +1,8 @@
 """A sentence encoder served by onnxruntime and `tokenizers` alone: no torch at serving time.
 
-The shipped encoder (data/encoders/minilm-l6-int8/) is the packaged all-MiniLM-L6-v2 exported
-to ONNX with its mean pooling and L2 normalisation inside the graph, and with int8 weights (see
-data/encoders/export.py). A folder holds `model.onnx`, `tokenizer.json` and `encoder.json`:
+The shipped encoder (data/encoders/minilm-l6-layer1-int8/) is the packaged all-MiniLM-L6-v2's
+first layer exported to ONNX with mean pooling and L2 normalisation inside the graph, and with
+int8 weights (see data/encoders/export.py for why one layer). A folder holds `model.onnx`, `tokenizer.json` and `encoder.json`:
 
     {"name": "all-MiniLM-L6-v2-onnx-int8", "dim": 384, "max_tokens": 256, "truncation": "head", ...}
 
@@ -52,8 +52,8 @@ class OnnxEncoderInfo:
 
 
 TRUNCATIONS = ("head", "head_tail")
-# A head-and-tail cut reads this many characters at each end of a longer text (see
-# OnnxEncoder._head_and_tail_ids): 32 tokens of English take ~150; a piece short of tokens falls back.
+# A head-and-tail cut reads this many characters at each end of a longer text (head_and_tail_tokens):
+# 32 tokens of English take ~150; an end that yields fewer tokens falls back to the whole text.
 _END_CHARS = 256
 _SPACES = (" ", "\n", "\t")
 

@@ -144,7 +144,7 @@ def async_redis(
         from redis.asyncio.sentinel import Sentinel
 
         target = parse_sentinel_url(url)
-        sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(options, target))  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(options, target))  # type: ignore[no-untyped-call,unused-ignore]  # untyped before redis 8
 
         class SentinelMaster(aioredis.Redis):
             """The master's client; closing it also closes the connections to the sentinels."""
@@ -176,7 +176,7 @@ def sync_redis(
         from redis.cluster import ClusterNode, RedisCluster
 
         nodes, extra = _cluster_options(url)
-        startup = [ClusterNode(host, port) for host, port in nodes]  # type: ignore[no-untyped-call]
+        startup = [ClusterNode(host, port) for host, port in nodes]  # type: ignore[no-untyped-call,unused-ignore]  # untyped before redis 8
         cluster = RedisCluster(startup_nodes=startup, **extra, **options)
         return cast("redis.Redis", cluster)  # same surface for the router's commands, see async_redis
     if kind == "sentinel":
@@ -184,8 +184,8 @@ def sync_redis(
 
         target = parse_sentinel_url(url)
         # redis-py's sync Sentinel is untyped; master_for returns a redis.Redis bound to the current master.
-        sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(options, target))  # type: ignore[no-untyped-call]
-        master = sentinel.master_for(target.service, **_master_kwargs(options, target))  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=_sentinel_kwargs(options, target))  # type: ignore[no-untyped-call,unused-ignore]  # untyped before redis 8
+        master = sentinel.master_for(target.service, **_master_kwargs(options, target))  # type: ignore[no-untyped-call,unused-ignore]  # untyped before redis 8
         return cast("redis.Redis", master)
     return redis.Redis.from_url(url, **options)
 

@@ -33,6 +33,21 @@ class GatedScorer:
         return np.array([len(text) / 100 for text in texts])
 
 
+async def one_then_more_while_held(
+    scorer: BatchScorer, gate: GatedScorer, first: str, later: list[str], cuts: tuple[float, ...] = ()
+) -> list[float]:
+    """Score `first`; while `gate` holds the worker on it, send `later`; then release: every score, in order."""
+    try:
+        lone = asyncio.create_task(scorer.score(first, "difficulty", cuts))
+        await asyncio.to_thread(gate.entered.wait, 10)  # the first call is running, held
+        rest = [asyncio.create_task(scorer.score(text, "difficulty", cuts)) for text in later]
+        await asyncio.sleep(0.05)
+        gate.release.set()
+        return list(await asyncio.gather(lone, *rest))
+    finally:
+        await scorer.aclose()
+
+
 def test_cache_is_bounded_and_forgets_the_least_recently_used() -> None:
     cache = ScoreCache(size=2)
     a, b, c = (ScoreCache.key("difficulty", text) for text in ("a", "b", "c"))
@@ -64,19 +79,7 @@ def test_lone_request_is_scored_at_once_and_a_repeat_comes_from_the_cache() -> N
 def test_requests_arriving_during_a_call_go_together_into_the_next_one() -> None:
     classifier = GatedScorer()
 
-    async def run() -> list[float]:
-        scorer = BatchScorer(classifier, max_batch=8)
-        try:
-            first = asyncio.create_task(scorer.score("first", "difficulty"))
-            await asyncio.to_thread(classifier.entered.wait, 10)  # the first call is running, held
-            later = [asyncio.create_task(scorer.score(text, "difficulty")) for text in ("x", "yy", "x", "zzz")]
-            await asyncio.sleep(0.05)
-            classifier.release.set()
-            return await asyncio.gather(first, *later)
-        finally:
-            await scorer.aclose()
-
-    scores = asyncio.run(run())
+    scores = asyncio.run(one_then_more_while_held(BatchScorer(classifier, max_batch=8), classifier, "first", ["x", "yy", "x", "zzz"]))
     assert classifier.calls == [["first"], ["x", "yy", "zzz"]]  # one call for the four, the repeat once
     assert scores == pytest.approx([0.05, 0.01, 0.02, 0.01, 0.03])
 
@@ -149,19 +152,7 @@ def test_while_the_worker_is_busy_the_first_stage_runs_there_not_on_the_event_lo
     agreeing = np.linspace(0, 1, 101)
     two_stage = TwoStageClassifier(first, second, Calibration({"difficulty": agreeing}, {"difficulty": agreeing}), 0.0)
 
-    async def run() -> list[float]:
-        scorer = BatchScorer(two_stage, max_batch=8)
-        try:
-            lone = asyncio.create_task(scorer.score("near", "difficulty", (0.4,)))
-            await asyncio.to_thread(second.entered.wait, 10)  # the worker is busy with it
-            later = [asyncio.create_task(scorer.score(text, "difficulty", (0.4,))) for text in ("far", "near2")]
-            await asyncio.sleep(0.05)
-            second.release.set()
-            return await asyncio.gather(lone, *later)
-        finally:
-            await scorer.aclose()
-
-    scores = asyncio.run(run())
+    scores = asyncio.run(one_then_more_while_held(BatchScorer(two_stage, max_batch=8), second, "near", ["far", "near2"], (0.4,)))
     # The lone request was judged on the event loop; the two that came while the worker was busy
     # were judged together in the worker's thread, and only the one near the cut reached the transformer.
     assert first.calls == [["near"], ["far", "near2"]]
