@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import sys
 import time
 from pathlib import Path
 
@@ -54,12 +53,7 @@ def exported(variant: str, out: Path) -> Path:
     assert spec is not None and spec.loader is not None
     export = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(export)
-    argv, sys.argv = sys.argv, ["export.py", "--out", str(folder), "--name", f"variant-{variant}",
-                                "--layers", str(layers), "--max-tokens", str(tokens), "--truncation", truncation]
-    try:
-        export.main()
-    finally:
-        sys.argv = argv
+    export.export(folder, name=f"variant-{variant}", layers=layers, max_tokens=tokens, truncation=truncation)
     return folder
 
 

