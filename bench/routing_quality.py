@@ -84,6 +84,9 @@ def litellm_scores(prompts: Sequence[str]) -> np.ndarray:
     return np.array([router.classify(prompt)[1] for prompt in prompts], dtype=float)
 
 
+SHIPPED_ROW = "shipped: ensemble (logreg+kNN), layer-1 int8"
+
+
 def model_candidates(
     embeddings: np.ndarray, raw_features: np.ndarray, onehot: np.ndarray, targets: np.ndarray, splits: Splits,
     only: Sequence[str] | None = None,
@@ -129,7 +132,7 @@ def model_candidates(
 
     width = targets.shape[1]
     table = {
-        "shipped: ensemble (logreg+kNN), layer-1 int8": kind("ensemble", embeddings),
+        SHIPPED_ROW: kind("ensemble", embeddings),
         "kNN k=100 alone": kind("knn", embeddings),
         "logistic regression alone": kind("logreg", embeddings),
         "ensemble + request features": with_extra(features),
@@ -295,8 +298,8 @@ def main() -> None:
     for name in filter(None, (text.strip() for text in args.also.split(","))):
         other = make_encoder(name, cache=EmbeddingCache(), threads=1).encode(data.texts)
         scores[f"ensemble on {name.rstrip('/').rsplit('/', 1)[-1]}"] = model_candidates(
-            other, raw_features, onehot, data.targets, splits, only=("shipped: ensemble (logreg+kNN), layer-1 int8",)
-        )["shipped: ensemble (logreg+kNN), layer-1 int8"]
+            other, raw_features, onehot, data.targets, splits, only=(SHIPPED_ROW,)
+        )[SHIPPED_ROW]
     if not args.skip_litellm:
         start = time.perf_counter()
         lite = litellm_scores(data.texts)

@@ -58,13 +58,17 @@ _END_CHARS = 256
 _SPACES = (" ", "\n", "\t")
 
 
+def _ends(ids: Sequence[int], keep: int) -> list[int]:
+    """The first `keep // 2` and the last `keep - keep // 2` ids (all of them when they fit)."""
+    first = keep // 2
+    return list(ids) if len(ids) <= keep else [*ids[:first], *ids[len(ids) - (keep - first) :]]
+
+
 def head_and_tail(ids: Sequence[int], limit: int) -> list[int]:
     """The first token, the body's first and last tokens, and the last token: `limit` in all (unchanged when they fit)."""
     if len(ids) <= limit:
         return list(ids)
-    body, keep = ids[1:-1], limit - 2
-    head = keep // 2
-    return [ids[0], *body[:head], *body[len(body) - (keep - head) :], ids[-1]]
+    return [ids[0], *_ends(ids[1:-1], limit - 2), ids[-1]]
 
 
 def head_and_tail_tokens(
@@ -103,8 +107,7 @@ def head_and_tail_tokens(
             ids = tokenizer.encode_batch([text], add_special_tokens=False)[0].ids
         else:
             ids = next(encoded)
-        kept = ids if len(ids) <= keep else [*ids[:first], *ids[len(ids) - last :]]
-        rows.append([*opening, *kept, *closing])
+        rows.append([*opening, *_ends(ids, keep), *closing])
     return rows
 
 

@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -59,9 +59,18 @@ class Scorer(Protocol):
 
 ClassifierLoader = Callable[[Path | None, str | None], Scorer]
 Cuts = tuple[float, ...]
-_Pending = tuple[str, str, Cuts, bool, "asyncio.Future[float]"]  # text, kind, cuts, judged by the first stage, result
 _CacheKey = tuple[str, Cuts, bytes]
 _PoolKey = tuple[Path | None, str | None, Path | None, float | None]
+
+
+class _Pending(NamedTuple):
+    """A text waiting for the worker; `judged`: the first stage already found it near a cut."""
+
+    text: str
+    kind: str
+    cuts: Cuts
+    judged: bool
+    future: asyncio.Future[float]
 
 
 def default_classifier_loader(path: Path | None, embedding_model: str | None) -> Scorer:
@@ -166,7 +175,7 @@ class BatchScorer:
             self._wake = asyncio.Event()
             self._worker = loop.create_task(self._work(self._wake), name="classifier-batches")
         future: asyncio.Future[float] = loop.create_future()
-        self._pending.append((text, kind, cuts, judged, future))
+        self._pending.append(_Pending(text, kind, cuts, judged, future))
         self._wake.set()
         value = await future
         self.cache.put(key, value)
@@ -181,27 +190,27 @@ class BatchScorer:
             try:
                 while self._pending:
                     batch, self._pending = self._pending[: self.max_batch], self._pending[self.max_batch :]
-                    await self._score_batch(loop, [item for item in batch if not item[4].done()])  # not who gave up
+                    await self._score_batch(loop, [item for item in batch if not item.future.done()])  # not who gave up
             finally:
                 self._busy = False
 
     async def _score_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Pending]) -> None:
-        for kind, cuts, judged in dict.fromkeys((item[1], item[2], item[3]) for item in batch):
-            group = [item for item in batch if item[1:4] == (kind, cuts, judged)]
-            texts = list(dict.fromkeys(item[0] for item in group))  # the same prompt twice: score it once
+        for kind, cuts, judged in dict.fromkeys((item.kind, item.cuts, item.judged) for item in batch):
+            group = [item for item in batch if (item.kind, item.cuts, item.judged) == (kind, cuts, judged)]
+            texts = list(dict.fromkeys(item.text for item in group))  # the same prompt twice: score it once
             started = time.perf_counter()
             try:
                 scores = await loop.run_in_executor(self._executor, self._predict, texts, kind, cuts, judged)
             except Exception as error:  # noqa: BLE001 - handed to every waiting request, not swallowed
-                for *_, future in group:
-                    if not future.done():
-                        future.set_exception(error)
+                for item in group:
+                    if not item.future.done():
+                        item.future.set_exception(error)
                 continue
             self._observe(len(texts), time.perf_counter() - started)
             by_text = dict(zip(texts, (float(value) for value in scores), strict=True))
-            for text, *_, future in group:
-                if not future.done():
-                    future.set_result(by_text[text])
+            for item in group:
+                if not item.future.done():
+                    item.future.set_result(by_text[item.text])
 
     def _predict(self, texts: list[str], kind: str, cuts: Cuts, judged: bool) -> np.ndarray:
         if self.two_stage is not None:
