@@ -6,9 +6,12 @@
         [--write data/classifier-static]
 
 Embeds every prompt once per encoder (the ONNX and torch vectors come from the embedding cache
-after the first run), computes out-of-fold scores of the first stage (logistic regression on
-the static encoder, C=0.3: 0.1 ms, where the ensemble's kNN costs 1 ms for the same share) and of the
-second (the shipped ensemble on the transformer) on the same folds, then for each disagreement:
+after the first run) and computes out-of-fold scores, on the same folds, of the second stage (the
+shipped ensemble on the transformer) and of the first (logistic regression on the static encoder,
+C=3: a dot product, where a kNN would cost more for the same share). The first stage learns the
+second's probabilities (`--first-target second`, the default): per test fold, its targets are the
+second stage's out-of-fold probabilities within the training folds (inner folds), so no held-out
+outcome reaches it. Then for each disagreement:
   - the routing curve of the two-stage decision: at each strong share f of RouteLLM's 101, the
     cut is the transformer's score quantile for f; the margin at that cut is calibrated per test
     fold on the other folds' out-of-fold scores (cross-fitting: a fold's margin never sees its
@@ -33,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from classifiers.embedding_cache import EmbeddingCache
+from classifiers.estimator import DifficultyClassifier
 from classifiers.encoders import DEFAULT_EMBEDDING_MODEL, MINILM, STATIC_EMBEDDING_MODEL, make_encoder
 from classifiers.loaders import load_records
 from classifiers.selection import ENSEMBLE, fold_splits, out_of_fold_proba
@@ -128,10 +132,15 @@ def main() -> None:
     parser.add_argument("--score", choices=("gain", "difficulty"), default="gain")
     parser.add_argument("--first", default=STATIC_EMBEDDING_MODEL, help="the first stage's (static) encoder")
     parser.add_argument("--first-model", choices=("logreg", "ensemble"), default="logreg", help="the first stage's model")
-    # Stronger regularisation than the transformer's C=1 pulls the static scores toward the prior,
-    # away from a threshold: measured at difficulty 0.5, C=0.3 decides 61% alone against 57% at C=1,
-    # with the same APGR (a sweep over 0.03-1: 0.1 and 0.3 best).
-    parser.add_argument("--first-c", type=float, default=0.3, help="the first stage's inverse regularisation")
+    # On the outcomes, stronger regularisation than the transformer's C=1 pulled the static scores
+    # toward the prior, away from a threshold (C=0.3 decided 58% alone at difficulty 0.5, C=1 57%).
+    # The second stage's probabilities are smooth targets: C=3 decides 61.1%, C=0.3 60.0%.
+    parser.add_argument("--first-c", type=float, default=3.0, help="the first stage's inverse regularisation")
+    # The first stage's job is to agree with the second, so by default it learns the second's
+    # out-of-fold probabilities (distillation), not the outcomes: at difficulty 0.5 it then decides
+    # 61.1% alone (C=3) against 58.3% (outcomes, C=0.3), with the same disagreement and APGR.
+    parser.add_argument("--first-target", choices=("outcomes", "second"), default="second",
+                        help="what the first stage learns: the second stage's out-of-fold probabilities, or the outcomes")
     parser.add_argument("--second", default=DEFAULT_EMBEDDING_MODEL, help="the second stage's (transformer) encoder")
     parser.add_argument("--reference", default=MINILM, help="full-precision encoder to compare with ('' to skip)")
     parser.add_argument("--disagreement", default="0.002,0.005,0.01,0.02",
@@ -151,9 +160,13 @@ def main() -> None:
     vectors: dict[str, np.ndarray] = {}
     for role, name in encoders.items():
         vectors[role] = embed(name, data.texts)
+    for role, name in sorted(encoders.items(), key=lambda item: item[0] == "first"):  # the second stage's first
         start = time.perf_counter()
-        params = {**PARAMS, "model": args.first_model, "C": args.first_c} if role == "first" else PARAMS
-        proba[role] = out_of_fold_proba(params, vectors[role], data.targets, data.sources, splits=splits)
+        if role == "first" and args.first_target == "second":
+            proba[role] = distilled_out_of_fold(args, data, vectors, splits)
+        else:
+            params = {**PARAMS, "model": args.first_model, "C": args.first_c} if role == "first" else PARAMS
+            proba[role] = out_of_fold_proba(params, vectors[role], data.targets, data.sources, splits=splits)
         print(f"{role} ({name}): {args.folds}-fold CV in {time.perf_counter() - start:.1f}s", flush=True)
     score = {role: scores_of(p, args.score) for role, p in proba.items()}
 
@@ -207,6 +220,22 @@ def main() -> None:
                                               if "reference" in score else ""))
 
 
+def distilled_out_of_fold(
+    args: argparse.Namespace, data: TrainingSet, vectors: dict[str, np.ndarray], splits: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray:
+    """The first stage's out-of-fold probabilities when it learns the second stage's: per fold, its
+    targets are the second stage's out-of-fold probabilities within the training folds only."""
+    first_params = {**PARAMS, "model": args.first_model, "C": args.first_c}
+    proba = np.empty_like(data.targets, dtype=np.float64)
+    sources = np.asarray(data.sources)
+    for train, test in splits:
+        inner = fold_splits(data.targets[train], list(sources[train]), args.folds, seed=0)
+        taught = out_of_fold_proba(PARAMS, vectors["second"][train], data.targets[train], list(sources[train]), splits=inner)
+        model = DifficultyClassifier(**first_params).fit_embeddings(vectors["first"][train], taught)  # type: ignore[arg-type]
+        proba[test] = model.predict_proba_embeddings(vectors["first"][test])
+    return proba
+
+
 def write_first_stage(args: argparse.Namespace, data: TrainingSet, vectors: np.ndarray, proba: dict[str, np.ndarray]) -> None:
     """Fit the first stage on all rows; save it as an artifact with both stages' out-of-fold scores."""
     from classifiers.artifact import save_classifier
@@ -214,18 +243,21 @@ def write_first_stage(args: argparse.Namespace, data: TrainingSet, vectors: np.n
     from classifiers.training import data_hash
 
     classifier = DifficultyClassifier(make_encoder(args.first), **{**PARAMS, "model": args.first_model, "C": args.first_c})
-    classifier.fit_embeddings(vectors, data.targets, data.tiers)
+    # Taught by the second stage: its out-of-fold probabilities, which is how it scores a prompt it never saw.
+    classifier.fit_embeddings(vectors, proba["second"] if args.first_target == "second" else data.targets, data.tiers)
     digest = data_hash(data)
     save_classifier(
         classifier, args.write, label_definition=data.label_definition,
-        training={"files": [str(args.data)], "rows": len(vectors), "data_sha256": digest, "folds": args.folds, "seed": 0},
+        training={"files": [str(args.data)], "rows": len(vectors), "data_sha256": digest, "folds": args.folds, "seed": 0,
+                  "targets": "the second stage's out-of-fold probabilities" if args.first_target == "second" else "outcomes"},
         cv_metrics={},
     )
     kinds = ("difficulty", "gain")
     write_two_stage(
         args.write, {k: scores_of(proba["first"], k) for k in kinds}, {k: scores_of(proba["second"], k) for k in kinds},
         {"embedding_model": args.second, "data_sha256": digest},
-        command=f"python bench/two_stage.py --first-model {args.first_model} --first-c {args.first_c:g} --write {args.write}",
+        command=f"python bench/two_stage.py --first-model {args.first_model} --first-c {args.first_c:g} "
+        f"--first-target {args.first_target} --write {args.write}",
     )
     print(f"wrote {args.write}")
 

@@ -75,7 +75,7 @@ class KnnScorer:
         """Indices and cosine similarities of the k nearest training rows, most similar first."""
         k = min(k, len(self.index_))
         similarity = _normalise(self.project(embeddings)).astype(np.float32) @ self.index_.T
-        top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        top = top_k(similarity, k)
         top_similarity = np.take_along_axis(similarity, top, axis=1)
         order = np.argsort(-top_similarity, axis=1)
         return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_similarity, order, axis=1)
@@ -92,6 +92,33 @@ class KnnScorer:
                 weight.sum(axis=1) + self.prior_weight
             )
         return out
+
+
+def top_k(values: np.ndarray, k: int, sample_step: int = 16) -> np.ndarray:
+    """Column indices of each row's `k` largest values, in no order: the same set as a full
+    `argpartition` (up to ties at the k-th value), at a fraction of its cost on long rows.
+
+    Selecting among 13,265 similarities took 0.18 ms a row, three times the product that made
+    them. A strided sample's high quantile gives a threshold that about 2k values reach; when at
+    least k reach it, the k largest are all among them, so only those are partitioned. A row where
+    fewer than k do (a rare sample) takes the full partition.
+    """
+    n = values.shape[1]
+    if k >= n:
+        return np.tile(np.arange(n), (len(values), 1))
+    sample = values[:, ::sample_step]
+    rank = 2 * k // sample_step  # the sample's rank whose value about 2k of the row reach
+    if not 1 <= rank < sample.shape[1] or n < 4 * k:
+        return np.argpartition(values, n - k, axis=1)[:, n - k :]
+    threshold = np.partition(sample, sample.shape[1] - rank, axis=1)[:, sample.shape[1] - rank]
+    out = np.empty((len(values), k), dtype=np.intp)
+    for row, (line, limit) in enumerate(zip(values, threshold, strict=True)):
+        candidates = np.flatnonzero(line >= limit)
+        if len(candidates) < k:
+            out[row] = np.argpartition(line, n - k)[n - k :]
+        else:
+            out[row] = candidates[np.argpartition(line[candidates], len(candidates) - k)[len(candidates) - k :]]
+    return out
 
 
 class DifficultyClassifier:

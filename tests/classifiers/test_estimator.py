@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from classifiers.estimator import DifficultyClassifier
+from classifiers.estimator import DifficultyClassifier, top_k
 from classifiers.metrics import safe_auc
 from core.errors import ConfigError, NotFittedError
 from tests.conftest import HashEncoder, synthetic_outcomes
@@ -74,3 +74,18 @@ def test_embedding_width_mismatch_is_clear(hash_encoder: HashEncoder) -> None:
     clf = DifficultyClassifier(hash_encoder, model="logreg").fit(texts, targets)
     with pytest.raises(ConfigError, match="trained on width 32"):
         clf.predict_proba_embeddings(np.zeros((1, 8)))
+
+
+@pytest.mark.parametrize(("n", "k"), [(13_265, 100), (5_000, 7), (400, 100), (150, 100), (100, 100), (30, 1)])
+def test_top_k_selects_what_a_full_partition_selects(n: int, k: int) -> None:
+    values = np.random.default_rng(n + k).normal(size=(40, n)).astype(np.float32)
+    expected = np.sort(np.argpartition(values, n - k, axis=1)[:, n - k :], axis=1)
+    np.testing.assert_array_equal(np.sort(top_k(values, k), axis=1), expected)
+
+
+def test_top_k_falls_back_when_the_sample_holds_the_top() -> None:
+    # The sampled columns hold the largest values: the sample's threshold lets fewer than k through.
+    values = np.zeros((1, 4_000), dtype=np.float32)
+    values[0, ::16] = 1_000.0 + np.arange(250)
+    expected = np.arange(0, 4_000, 16)[-100:]
+    np.testing.assert_array_equal(np.sort(top_k(values, 100)[0]), expected)
