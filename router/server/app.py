@@ -17,7 +17,7 @@ from router.execution import BackendProvider, DefaultBackends
 from router.server.errors import install_error_handlers
 from router.ledger import Ledger, open_ledger
 from router.server.cors import ReloadableCORS
-from router.server.middleware import RequestIdMiddleware
+from router.server.middleware import InFlightMiddleware, RequestIdMiddleware
 from router.tracing import TracingMiddleware, configure_tracing
 from router.server.pipeline import ChatPipeline
 from router.server.routes import chat, feedback, health, metrics, models, policy
@@ -61,6 +61,7 @@ def create_app(
     )
     app.state.runtime = runtime
     app.state.pipeline = ChatPipeline(runtime)
+    app.add_middleware(InFlightMiddleware, counter=runtime.in_flight)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(TracingMiddleware)  # outermost; passes straight through when tracing is off
     app.add_middleware(ReloadableCORS, config=lambda: store.policy.config.server.cors)  # added last: outside tracing too, preflights first

@@ -1,10 +1,13 @@
-"""A pure ASGI middleware giving every request an id, returned in `x-router-request-id`.
+"""Pure ASGI middlewares: every request's id, returned in `x-router-request-id`; the count of requests in flight.
 
 The router's id is always fresh: it keys the ledger and feedback, so a client must not be able to
 choose it (a reused id would hide a paid request as a duplicate, or claim another key's). A
 client's own `x-request-id` (1 to 128 letters, digits, `-`, `_`, `.`, `:`) is honoured beside it:
 echoed back in `x-request-id`, and recorded with the request (ledger `extra.client_request_id`,
 the access log), so its logs and ours name a request the same way.
+
+The count of HTTP requests in flight tells the classifier's scorer when a request is alone: it is
+then scored on the event loop, with no hop to the worker thread (router/server/scoring.py).
 
 Pure ASGI rather than BaseHTTPMiddleware: it adds no task per request and leaves streaming alone.
 """
@@ -61,3 +64,32 @@ def _client_id(scope: Scope) -> str | None:
         if name == CLIENT_ID_HEADER:
             return value.decode() if _CLIENT_ID.fullmatch(value) else None
     return None
+
+
+class RequestsInFlight:
+    """How many HTTP requests the app is serving now; read and written on the event loop only."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def alone(self) -> bool:
+        """True when at most one request (the caller's own) is in flight."""
+        return self.count <= 1
+
+
+class InFlightMiddleware:
+    """Counts HTTP requests from their first byte to the end of their response (streams included)."""
+
+    def __init__(self, app: ASGIApp, counter: RequestsInFlight) -> None:
+        self.app = app
+        self.counter = counter
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.counter.count += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.counter.count -= 1

@@ -31,6 +31,7 @@ from router.redis_client import async_redis
 from router.redis_guard import RedisGuard
 from router.server.metrics import RouterMetrics
 from router.server.readiness import WorkerReadiness
+from router.server.middleware import RequestsInFlight
 from router.server.scoring import ClassifierLoader, ScorerPool
 from router.server.settings import ServerSettings
 
@@ -78,8 +79,9 @@ class Runtime:
         self.ledger = ledger
         self.metrics = RouterMetrics()
         self.executor = Executor(backends, on_event=self._count_event)
+        self.in_flight = RequestsInFlight()
         self.scorers = ScorerPool(
-            classifier_loader, max_batch=settings.classifier_batch, observe=self._observe_batch
+            classifier_loader, max_batch=settings.classifier_batch, observe=self._observe_batch, alone=self.in_flight.alone
         )
         self.redis: Redis | None = None
         self.redis_guard = RedisGuard(self.metrics.count_redis_failure)

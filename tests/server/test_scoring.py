@@ -162,6 +162,55 @@ def test_while_the_worker_is_busy_the_first_stage_runs_there_not_on_the_event_lo
     assert (two_stage.counts.first, two_stage.counts.second) == (1, 2)
 
 
+def test_a_request_alone_in_the_proxy_is_scored_on_the_event_loop_both_stages() -> None:
+    first = ThreadRecordingScorer({"far": 0.02, "near": 0.4, "near2": 0.4})  # near: on the cut
+    second = ThreadRecordingScorer({"near": 0.45, "near2": 0.35})
+    agreeing = np.linspace(0, 1, 101)
+    two_stage = TwoStageClassifier(first, second, Calibration({"difficulty": agreeing}, {"difficulty": agreeing}), 0.0)
+    in_flight = [1]
+
+    async def run() -> list[float]:
+        scorer = BatchScorer(two_stage, alone=lambda: in_flight[0] <= 1)
+        try:
+            scores = [await scorer.score("far", "difficulty", (0.4,)), await scorer.score("near", "difficulty", (0.4,))]
+            in_flight[0] = 2  # another request in flight: the transformer runs in the worker again
+            scores.append(await scorer.score("near2", "difficulty", (0.4,)))
+            return scores
+        finally:
+            await scorer.aclose()
+
+    scores = asyncio.run(run())
+    assert scores == pytest.approx([0.02, 0.45, 0.35])
+    main = threading.main_thread().name
+    assert first.threads == [main, main, main]  # the worker was idle each time: the first stage on the loop
+    assert second.threads[0] == main and second.threads[1].startswith("classifier")
+    assert (two_stage.counts.first, two_stage.counts.second) == (1, 2)
+
+
+def test_the_proxy_counts_requests_in_flight_and_says_when_one_is_alone() -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from router.server.middleware import InFlightMiddleware, RequestsInFlight
+
+    counter = RequestsInFlight()
+    seen: list[tuple[int, bool]] = []
+
+    async def endpoint(request: object) -> PlainTextResponse:
+        seen.append((counter.count, counter.alone()))
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/", endpoint)])
+    app.add_middleware(InFlightMiddleware, counter=counter)
+    with TestClient(app) as client:
+        assert client.get("/").text == "ok"
+    assert seen == [(1, True)] and counter.count == 0
+    counter.count = 2  # the caller and one more
+    assert not counter.alone()
+
+
 def test_pool_puts_the_shipped_first_stage_before_the_policys_classifier() -> None:
     from policies import parse_policy
     from tests.policies.support import TWO_TIERS
