@@ -153,6 +153,7 @@ def model_candidates(
 def finetuned_candidates(folder: Path, n: int, today: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, list[dict[str, object]]]:
     """Scores from bench/finetune_cv.py's fold files (NaN outside the folds it covers), and their info."""
     heads, gain_head, refit = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    refit_int8 = np.full(n, np.nan)  # bench/finetune_cv.py --int8: the ensemble on each fold's int8 ONNX export
     covered = np.zeros(n, dtype=bool)
     infos = []
     for path in sorted(folder.glob("fold-*.npz")):
@@ -161,6 +162,8 @@ def finetuned_candidates(folder: Path, n: int, today: np.ndarray) -> tuple[dict[
             heads[test] = gain_of(fold["proba"])
             gain_head[test] = fold["gain_head"]
             refit[test] = gain_of(fold["ensemble_proba"])
+            if "ensemble_int8_proba" in fold.files:
+                refit_int8[test] = gain_of(fold["ensemble_int8_proba"])
             covered[test] = True
             infos.append({"fold": path.stem, **json.loads(str(fold["info"]))})
     # A fair blend: both parts are out of fold on the same folds; ranks put them on one scale.
@@ -173,6 +176,8 @@ def finetuned_candidates(folder: Path, n: int, today: np.ndarray) -> tuple[dict[
         "fine-tuned MiniLM vectors + ensemble": refit,
         "fine-tuned heads + today (rank mean)": blend,
     }
+    if not np.isnan(refit_int8[covered]).any():  # every covered fold was exported: the served configuration
+        scores["fine-tuned int8 ONNX + ensemble (served)"] = refit_int8
     return scores, covered, infos
 
 

@@ -1,9 +1,17 @@
 """Fine-tune the top of the packaged MiniLM on routing outcomes, on CPU within a time budget.
 
+The encoder is MiniLM cut to its first `layers` transformer layers (as data/encoders/export.py cuts
+it; the default, 1, is the shipped encoder's shape), fed at most `max_tokens` tokens per text cut
+as the served encoder cuts them (`truncation`: `head_tail` keeps the first and last halves,
+classifiers.onnx_encoder.head_and_tail_tokens; `head` keeps the start, as sentence-transformers
+does). The old shape, all six layers on 128 head tokens, is `layers=6, max_tokens=128,
+truncation="head"`.
+
 Full fine-tuning of all six layers for five folds does not fit a few shared CPU cores, so the
 lower layers stay frozen: their output (the hidden states entering the first trained layer) is
 computed once per text, cached on disk (float16, ragged), and reused by every fold and epoch. Only
-the top `unfreeze_layers` transformer layers and the heads are trained:
+the top `unfreeze_layers` of the kept layers and the heads are trained (with `layers=1,
+unfreeze_layers=1` the frozen part is the embedding layer alone):
 
   - one logistic head per tier: P(tier answers correctly), on the L2-normalised mean-pooled vector
     (so the heads are exactly the `logreg` model of classifiers.estimator and save as one);
@@ -42,14 +50,18 @@ logger = logging.getLogger(__name__)
 
 STATES_VERSION = 1  # bump when the cached states' layout or meaning changes
 Rows = Sequence[int] | np.ndarray  # row indices
+TRUNCATIONS = ("head", "head_tail")  # as classifiers.onnx_encoder serves them
 
 
 @dataclass(frozen=True)
 class FineTuneConfig:
     """What to train and for how long; validated by `check`, as scikit-learn validates in fit."""
 
+    # The shipped encoder's shape (data/encoders/export.py's defaults): first layer, 64 tokens, head and tail.
+    layers: int = 1
     unfreeze_layers: int = 1
-    max_tokens: int = 128
+    max_tokens: int = 64
+    truncation: str = "head_tail"
     # Run (b) of docs/classifier.md: larger steps (5e-5 / 1e-3, batch 32) made validation worse at once.
     epochs: int = 3
     batch_size: int = 64
@@ -65,8 +77,14 @@ class FineTuneConfig:
 
     def check(self, n_layers: int = 6) -> FineTuneConfig:
         """Raise a ConfigError naming the field and the fix for any value out of range."""
-        if not 1 <= self.unfreeze_layers <= n_layers:
-            raise ConfigError(f"unfreeze_layers must be between 1 and {n_layers}; got {self.unfreeze_layers}.")
+        if not 1 <= self.layers <= n_layers:
+            raise ConfigError(f"layers must be between 1 and {n_layers}; got {self.layers}.")
+        if not 1 <= self.unfreeze_layers <= self.layers:
+            raise ConfigError(
+                f"unfreeze_layers must be between 1 and layers ({self.layers}); got {self.unfreeze_layers}."
+            )
+        if self.truncation not in TRUNCATIONS:
+            raise ConfigError(f"truncation must be one of {', '.join(TRUNCATIONS)}; got {self.truncation!r}.")
         if not 8 <= self.max_tokens <= 512:
             raise ConfigError(f"max_tokens must be between 8 and 512; got {self.max_tokens}.")
         if self.epochs < 1 or self.batch_size < 1 or self.checks_per_epoch < 1 or self.patience < 1:
@@ -88,6 +106,7 @@ class FrozenStates:
     offsets: np.ndarray  # (n + 1,) int64: text i is states[offsets[i]:offsets[i + 1]]
     pooled: np.ndarray  # (n, hidden) float32: the frozen model's normalised sentence vectors
     first_trained: int  # index of the first trained layer
+    layers: int = 6  # layers kept: the model is cut after layer `layers`
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -143,9 +162,12 @@ def _set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def states_key(model_dir: Path, texts: Sequence[str], first_trained: int, max_tokens: int) -> str:
-    """Cache key of the frozen states: model weights, texts, cut layer and token limit."""
-    digest = hashlib.sha256(f"v{STATES_VERSION}|{first_trained}|{max_tokens}|".encode())
+def states_key(
+    model_dir: Path, texts: Sequence[str], first_trained: int, max_tokens: int, layers: int = 6, truncation: str = "head"
+) -> str:
+    """Cache key of the frozen states: model weights, texts, cut layer, token limit, kept layers and truncation."""
+    shape = "" if (layers, truncation) == (6, "head") else f"{layers}|{truncation}|"  # old keys stay valid
+    digest = hashlib.sha256(f"v{STATES_VERSION}|{first_trained}|{max_tokens}|{shape}".encode())
     weights = model_dir / "model.safetensors"
     digest.update(hashlib.sha256(weights.read_bytes()).digest() if weights.exists() else str(model_dir).encode())
     for text in texts:
@@ -157,37 +179,43 @@ def frozen_states(
     texts: Sequence[str],
     *,
     model_dir: Path | None = None,
+    layers: int = 1,
     unfreeze_layers: int = 1,
-    max_tokens: int = 128,
+    max_tokens: int = 64,
+    truncation: str = "head_tail",
     cache_dir: Path | None = None,
     batch_size: int = 64,
     progress: Callable[[int, int], None] | None = None,
 ) -> FrozenStates:
-    """Run the frozen lower layers once over `texts` (read from `cache_dir` when computed before)."""
+    """Run the frozen lower layers once over `texts` (read from `cache_dir` when computed before).
+
+    The defaults are FineTuneConfig's (the shipped encoder's shape); `layers=6, max_tokens=128,
+    truncation="head"` is the earlier one.
+    """
     import torch
 
     model_dir = model_dir or packaged_model_dir()
-    bert = _load_bert(model_dir)
-    n_layers = len(bert.encoder.layer)
-    first = n_layers - unfreeze_layers
+    bert = _truncated(_load_bert(model_dir), layers)
+    first = layers - unfreeze_layers
+    if first < 0:
+        raise ConfigError(f"unfreeze_layers ({unfreeze_layers}) must not exceed layers ({layers}).")
     path = None
     if cache_dir is not None:
-        path = cache_dir / f"states-{states_key(model_dir, texts, first, max_tokens)}.npz"
+        path = cache_dir / f"states-{states_key(model_dir, texts, first, max_tokens, layers, truncation)}.npz"
         if path.exists():
             with np.load(path, allow_pickle=False) as saved:
-                return FrozenStates(saved["states"], saved["offsets"], saved["pooled"], int(saved["first"]))
-    tokenizer = _tokenizer(model_dir, max_tokens)
+                kept = int(saved["layers"]) if "layers" in saved.files else 6
+                return FrozenStates(saved["states"], saved["offsets"], saved["pooled"], int(saved["first"]), kept)
+    token_rows = token_ids(model_dir, texts, max_tokens, truncation)
     # Shortest first: batches of similar length waste no compute on padding.
-    lengths = np.array([len(e.ids) for e in tokenizer.encode_batch(list(texts))])
+    lengths = np.array([len(row) for row in token_rows])
     order = np.argsort(lengths, kind="stable")
     blocks: list[np.ndarray | None] = [None] * len(texts)
     pooled = np.empty((len(texts), bert.config.hidden_size), dtype=np.float32)
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
-            encodings = tokenizer.encode_batch([texts[i] for i in rows])
-            ids = torch.tensor([e.ids for e in encodings])
-            mask = torch.tensor([e.attention_mask for e in encodings])
+            ids, mask = _padded([token_rows[i] for i in rows])
             out = bert(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids), output_hidden_states=True)
             entering = out.hidden_states[first]
             pooled[rows] = _pool(out.last_hidden_state, mask.float()).numpy()
@@ -198,22 +226,59 @@ def frozen_states(
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
     offsets[1:] = np.cumsum([len(b) for b in blocks if b is not None])
     states = np.concatenate([b for b in blocks if b is not None])
-    result = FrozenStates(states, offsets, pooled, first)
+    result = FrozenStates(states, offsets, pooled, first, layers)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.name + ".partial.npz")
-        np.savez(partial, states=states, offsets=offsets, pooled=pooled, first=np.array(first))
+        np.savez(partial, states=states, offsets=offsets, pooled=pooled, first=np.array(first), layers=np.array(layers))
         partial.replace(path)
     return result
 
 
-def _tokenizer(model_dir: Path, max_tokens: int) -> Any:
+def _truncated(bert: Any, layers: int) -> Any:
+    """`bert` cut to its first `layers` transformer layers, as data/encoders/export.py cuts it."""
+    total = len(bert.encoder.layer)
+    if not 1 <= layers <= total:
+        raise ConfigError(f"layers must be between 1 and {total}; got {layers}.")
+    if layers < total:
+        bert.encoder.layer = bert.encoder.layer[:layers]
+        bert.config.num_hidden_layers = layers
+    return bert
+
+
+def token_ids(model_dir: Path, texts: Sequence[str], max_tokens: int, truncation: str = "head") -> list[list[int]]:
+    """Per text, the ids the served encoder feeds the model: [CLS] ... [SEP], `max_tokens` at most.
+
+    `head`: the first tokens (sentence-transformers' cut); `head_tail`: the first and last halves
+    of the content tokens, by the ONNX encoder's own rule (classifiers.onnx_encoder.head_and_tail_tokens).
+    """
     from tokenizers import Tokenizer
 
+    from classifiers.onnx_encoder import head_and_tail_tokens
+
+    if truncation not in TRUNCATIONS:
+        raise ConfigError(f"truncation must be one of {', '.join(TRUNCATIONS)}; got {truncation!r}.")
     tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    tokenizer.enable_truncation(max_tokens)
-    tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
-    return tokenizer
+    tokenizer.no_padding()
+    if truncation == "head":
+        tokenizer.enable_truncation(max_tokens)
+        return [e.ids for e in tokenizer.encode_batch(list(texts))]
+    tokenizer.no_truncation()
+    around = tokenizer.encode_batch([""])[0].ids  # [CLS], [SEP]
+    return head_and_tail_tokens(tokenizer, texts, max_tokens, (around[:1], around[1:]))
+
+
+def _padded(rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ids padded with 0 ([PAD]) to the longest row, and the attention mask."""
+    import torch
+
+    width = max(len(row) for row in rows)
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids, mask
 
 
 def _pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -257,7 +322,7 @@ def _build_top(bert: Any, first: int, init: tuple[np.ndarray, np.ndarray, np.nda
 
         def __init__(self) -> None:
             super().__init__()
-            self.layers = torch.nn.ModuleList(copy.deepcopy(layer) for layer in bert.encoder.layer[first:])
+            self.layers = torch.nn.ModuleList(copy.deepcopy(layer) for layer in bert.encoder.layer[first:])  # bert is cut
             coef, intercept, gain_coef, gain_intercept = init
             self.tiers = torch.nn.Linear(coef.shape[1], coef.shape[0])
             self.gain = torch.nn.Linear(coef.shape[1], 3)
@@ -329,10 +394,12 @@ def fine_tune(
     model_dir = model_dir or packaged_model_dir()
     bert = _load_bert(model_dir)
     config.check(len(bert.encoder.layer))
-    if len(bert.encoder.layer) - config.unfreeze_layers != states.first_trained:
+    bert = _truncated(bert, config.layers)
+    if (config.layers - config.unfreeze_layers, config.layers) != (states.first_trained, states.layers):
         raise ConfigError(
-            f"The cached states enter layer {states.first_trained}, but unfreeze_layers={config.unfreeze_layers} "
-            "trains from another; compute the states with the same unfreeze_layers."
+            f"The cached states enter layer {states.first_trained} of {states.layers} kept, but layers={config.layers}, "
+            f"unfreeze_layers={config.unfreeze_layers} train another; compute the states with the same layers and "
+            "unfreeze_layers."
         )
     _set_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -418,15 +485,20 @@ def _validation_score(model: Any, states: FrozenStates, targets: np.ndarray, row
     return float(value) if value is not None else 0.0
 
 
-def save_encoder(model: Any, out: Path, *, model_dir: Path | None = None, name: str, info: dict[str, Any]) -> Path:
-    """Write a sentence-transformers folder: the packaged one with the trained layers' weights (safetensors).
+def save_encoder(
+    model: Any, out: Path, *, model_dir: Path | None = None, name: str, info: dict[str, Any], layers: int | None = None
+) -> Path:
+    """Write a sentence-transformers folder: the packaged one cut to `layers`, with the trained layers' weights.
 
-    `python data/encoders/export.py --model OUT` turns it into the int8 ONNX encoder the proxy serves.
+    `layers` (None: all of the packaged model's) is the number of layers the model was trained with;
+    the folder's config.json says as many. `python data/encoders/export.py --model OUT --layers
+    LAYERS --max-tokens N --truncation T` turns it into the int8 ONNX encoder the proxy serves.
     """
     from safetensors.torch import save_file
 
     model_dir = model_dir or packaged_model_dir()
     bert = _load_bert(model_dir)
+    bert = _truncated(bert, layers or len(bert.encoder.layer))
     first = len(bert.encoder.layer) - len(model.layers)
     for offset, layer in enumerate(model.layers):
         bert.encoder.layer[first + offset].load_state_dict(layer.state_dict())
@@ -435,6 +507,9 @@ def save_encoder(model: Any, out: Path, *, model_dir: Path | None = None, name: 
     shutil.copytree(model_dir, out, ignore=shutil.ignore_patterns("model.safetensors", "*.bin", "onnx", "openvino"))
     state = {key: value.contiguous() for key, value in bert.state_dict().items()}
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    settings = json.loads((out / "config.json").read_text())
+    settings["num_hidden_layers"] = len(bert.encoder.layer)
+    (out / "config.json").write_text(json.dumps(settings, indent=2) + "\n")
     (out / "finetune.json").write_text(json.dumps({"name": name, **info}, indent=2) + "\n")
     return out
 

