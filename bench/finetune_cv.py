@@ -35,6 +35,7 @@ from classifiers.embedding_cache import default_cache_dir
 from classifiers.estimator import DifficultyClassifier
 from classifiers.finetune import FineTuneConfig, config_dict, fine_tune, frozen_states, predict
 from classifiers.loaders import load_records
+from classifiers.onnx_encoder import TRUNCATIONS
 from classifiers.selection import ENSEMBLE, fold_splits, grouped_fold_splits
 from classifiers.targets import training_set
 
@@ -51,7 +52,7 @@ def main() -> None:
     parser.add_argument("--unfreeze-layers", type=int, default=1)
     parser.add_argument("--layers", type=int, default=FineTuneConfig.layers, help="MiniLM cut to its first N layers")
     parser.add_argument("--max-tokens", type=int, default=FineTuneConfig.max_tokens)
-    parser.add_argument("--truncation", choices=("head", "head_tail"), default=FineTuneConfig.truncation)
+    parser.add_argument("--truncation", choices=TRUNCATIONS, default=FineTuneConfig.truncation)
     parser.add_argument("--int8", action="store_true", help="also score the ensemble on each fold's int8 ONNX export")
     parser.add_argument("--epochs", type=int, default=FineTuneConfig.epochs)
     parser.add_argument("--learning-rate", type=float, default=FineTuneConfig.learning_rate, help="for the trained layers")

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from classifiers.encoders import packaged_minilm_path
+from classifiers.onnx_encoder import TRUNCATIONS, cutting_tokenizer, padded, token_rows
 from core.errors import ConfigError, EmbeddingError
 from core.metrics import apgr
 
@@ -50,7 +51,6 @@ logger = logging.getLogger(__name__)
 
 STATES_VERSION = 1  # bump when the cached states' layout or meaning changes
 Rows = Sequence[int] | np.ndarray  # row indices
-TRUNCATIONS = ("head", "head_tail")  # as classifiers.onnx_encoder serves them
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,7 @@ def frozen_states(
     import torch
 
     model_dir = model_dir or packaged_model_dir()
-    bert = _truncated(_load_bert(model_dir), layers)
+    bert = truncate_layers(_load_bert(model_dir), layers)
     first = layers - unfreeze_layers
     if first < 0:
         raise ConfigError(f"unfreeze_layers ({unfreeze_layers}) must not exceed layers ({layers}).")
@@ -206,16 +206,16 @@ def frozen_states(
             with np.load(path, allow_pickle=False) as saved:
                 kept = int(saved["layers"]) if "layers" in saved.files else 6
                 return FrozenStates(saved["states"], saved["offsets"], saved["pooled"], int(saved["first"]), kept)
-    token_rows = token_ids(model_dir, texts, max_tokens, truncation)
+    text_ids = token_ids(model_dir, texts, max_tokens, truncation)
     # Shortest first: batches of similar length waste no compute on padding.
-    lengths = np.array([len(row) for row in token_rows])
+    lengths = np.array([len(row) for row in text_ids])
     order = np.argsort(lengths, kind="stable")
     blocks: list[np.ndarray | None] = [None] * len(texts)
     pooled = np.empty((len(texts), bert.config.hidden_size), dtype=np.float32)
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
-            ids, mask = _padded([token_rows[i] for i in rows])
+            ids, mask = (torch.from_numpy(array) for array in padded([text_ids[i] for i in rows]))
             out = bert(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids), output_hidden_states=True)
             entering = out.hidden_states[first]
             pooled[rows] = _pool(out.last_hidden_state, mask.float()).numpy()
@@ -235,8 +235,8 @@ def frozen_states(
     return result
 
 
-def _truncated(bert: Any, layers: int) -> Any:
-    """`bert` cut to its first `layers` transformer layers, as data/encoders/export.py cuts it."""
+def truncate_layers(bert: Any, layers: int) -> Any:
+    """`bert` cut to its first `layers` transformer layers (data/encoders/export.py cuts the served encoder with it)."""
     total = len(bert.encoder.layer)
     if not 1 <= layers <= total:
         raise ConfigError(f"layers must be between 1 and {total}; got {layers}.")
@@ -250,35 +250,12 @@ def token_ids(model_dir: Path, texts: Sequence[str], max_tokens: int, truncation
     """Per text, the ids the served encoder feeds the model: [CLS] ... [SEP], `max_tokens` at most.
 
     `head`: the first tokens (sentence-transformers' cut); `head_tail`: the first and last halves
-    of the content tokens, by the ONNX encoder's own rule (classifiers.onnx_encoder.head_and_tail_tokens).
+    of the content tokens, by the ONNX encoder's own rule (classifiers.onnx_encoder.token_rows).
     """
-    from tokenizers import Tokenizer
-
-    from classifiers.onnx_encoder import head_and_tail_tokens
-
     if truncation not in TRUNCATIONS:
         raise ConfigError(f"truncation must be one of {', '.join(TRUNCATIONS)}; got {truncation!r}.")
-    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-    tokenizer.no_padding()
-    if truncation == "head":
-        tokenizer.enable_truncation(max_tokens)
-        return [e.ids for e in tokenizer.encode_batch(list(texts))]
-    tokenizer.no_truncation()
-    around = tokenizer.encode_batch([""])[0].ids  # [CLS], [SEP]
-    return head_and_tail_tokens(tokenizer, texts, max_tokens, (around[:1], around[1:]))
-
-
-def _padded(rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Ids padded with 0 ([PAD]) to the longest row, and the attention mask."""
-    import torch
-
-    width = max(len(row) for row in rows)
-    ids = torch.zeros((len(rows), width), dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[i, : len(row)] = 1
-    return ids, mask
+    tokenizer, specials = cutting_tokenizer(model_dir / "tokenizer.json", max_tokens, truncation)
+    return token_rows(tokenizer, specials, texts, max_tokens, truncation)
 
 
 def _pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -394,7 +371,7 @@ def fine_tune(
     model_dir = model_dir or packaged_model_dir()
     bert = _load_bert(model_dir)
     config.check(len(bert.encoder.layer))
-    bert = _truncated(bert, config.layers)
+    bert = truncate_layers(bert, config.layers)
     if (config.layers - config.unfreeze_layers, config.layers) != (states.first_trained, states.layers):
         raise ConfigError(
             f"The cached states enter layer {states.first_trained} of {states.layers} kept, but layers={config.layers}, "
@@ -498,7 +475,7 @@ def save_encoder(
 
     model_dir = model_dir or packaged_model_dir()
     bert = _load_bert(model_dir)
-    bert = _truncated(bert, layers or len(bert.encoder.layer))
+    bert = truncate_layers(bert, layers or len(bert.encoder.layer))
     first = len(bert.encoder.layer) - len(model.layers)
     for offset, layer in enumerate(model.layers):
         bert.encoder.layer[first + offset].load_state_dict(layer.state_dict())

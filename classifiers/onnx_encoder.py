@@ -111,6 +111,44 @@ def head_and_tail_tokens(
     return rows
 
 
+Specials = tuple[list[int], list[int]]  # the ids a tokenizer puts before and after a text
+
+
+def cutting_tokenizer(path: Path, max_tokens: int, truncation: str) -> tuple[Tokenizer, Specials]:
+    """The tokenizer at `path`, unpadded, cutting as `truncation` says (`token_rows` finishes a
+    head-and-tail cut), and the special ids it puts around a text ([CLS], [SEP] for BERT)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    if truncation == "head":
+        tokenizer.enable_truncation(max_tokens)  # as sentence-transformers does: cut at max_seq_length
+    else:
+        tokenizer.no_truncation()  # cut in token_rows, keeping both ends
+    tokenizer.no_padding()
+    around = tokenizer.encode_batch([""])[0].ids
+    return tokenizer, (around[:1], around[1:])
+
+
+def token_rows(
+    tokenizer: Tokenizer, specials: Specials, texts: Sequence[str], max_tokens: int, truncation: str
+) -> list[list[int]]:
+    """Per text, the ids the encoder reads, special tokens included, `max_tokens` at most (a `cutting_tokenizer`)."""
+    if truncation == "head_tail":
+        return head_and_tail_tokens(tokenizer, texts, max_tokens, specials)
+    return [e.ids for e in tokenizer.encode_batch(list(texts))]
+
+
+def padded(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Ids padded with 0 ([PAD]) to the longest row, and the attention mask (int64, as the graph takes them)."""
+    width = max(len(row) for row in rows)
+    ids = np.zeros((len(rows), width), dtype=np.int64)
+    mask = np.zeros((len(rows), width), dtype=np.int64)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
 def read_encoder_info(folder: Path) -> OnnxEncoderInfo:
     """Parse `encoder.json` of an exported encoder folder."""
     path = folder / ENCODER_FILE
@@ -171,7 +209,7 @@ class OnnxEncoder:
         self.times = StageTimes()
         self._session: Any = None
         self._tokenizer: Tokenizer | None = None
-        self._specials: tuple[list[int], list[int]] = ([], [])
+        self._specials: Specials = ([], [])
         self._load_lock = threading.Lock()
 
     @property
@@ -186,7 +224,7 @@ class OnnxEncoder:
             if self._session is None or self._tokenizer is None:
                 try:
                     import onnxruntime
-                    from tokenizers import Tokenizer
+                    import tokenizers  # noqa: F401 - checked here, used by cutting_tokenizer
                 except ImportError as error:
                     raise EmbeddingError(
                         f"The ONNX encoder needs onnxruntime and tokenizers ({error}); reinstall difficulty-router."
@@ -207,15 +245,9 @@ class OnnxEncoder:
                     )
                 except (ort_errors.InvalidProtobuf, ort_errors.InvalidGraph, ort_errors.Fail) as error:
                     raise EmbeddingError(f"Cannot load {self.folder / MODEL_FILE}: {error}. Re-export it.") from error
-                tokenizer = Tokenizer.from_file(str(self.folder / TOKENIZER_FILE))
-                if self.info.truncation == "head":
-                    # As sentence-transformers does: cut at max_seq_length.
-                    tokenizer.enable_truncation(self.info.max_tokens)
-                else:
-                    tokenizer.no_truncation()  # cut in tokenize(), keeping both ends
-                tokenizer.no_padding()
-                around = tokenizer.encode_batch([""])[0].ids  # [CLS], [SEP] for BERT
-                self._specials = (around[:1], around[1:])
+                tokenizer, self._specials = cutting_tokenizer(
+                    self.folder / TOKENIZER_FILE, self.info.max_tokens, self.info.truncation
+                )
                 self._tokenizer = tokenizer
             return self._session, self._tokenizer
 
@@ -237,17 +269,7 @@ class OnnxEncoder:
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Token ids and attention mask, cut to `max_tokens` as `truncation` says and padded to the longest text."""
         _, tokenizer = self._load()
-        if self.info.truncation == "head_tail":
-            rows = head_and_tail_tokens(tokenizer, texts, self.info.max_tokens, self._specials)
-        else:
-            rows = [e.ids for e in tokenizer.encode_batch(list(texts))]
-        width = max(len(row) for row in rows)
-        ids = np.zeros((len(rows), width), dtype=np.int64)  # 0: [PAD]
-        mask = np.zeros((len(rows), width), dtype=np.int64)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = row
-            mask[i, : len(row)] = 1
-        return ids, mask
+        return padded(token_rows(tokenizer, self._specials, texts, self.info.max_tokens, self.info.truncation))
 
     def embed_tokens(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The normalised vectors of tokenised texts: one onnxruntime call."""

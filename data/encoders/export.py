@@ -37,7 +37,9 @@ from typing import Any
 
 import numpy as np
 
+from classifiers.finetune import truncate_layers
 from classifiers.onnx_encoder import TRUNCATIONS, OnnxEncoder
+from core.errors import ConfigError
 
 NAME = "all-MiniLM-L6-v2-layer1-ht64-onnx-int8"
 CHECK_TEXTS = [
@@ -72,14 +74,13 @@ def pooled_module(model_dir: Path, layers: int | None) -> Any:
 
     # Eager attention: the graph onnxruntime's BERT fusions recognise.
     bert = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager").eval()
-    total = len(bert.encoder.layer)
     if layers is not None:
-        if not 1 <= layers <= total:
-            raise SystemExit(f"--layers must be between 1 and {total} for {model_dir}; got {layers}")
         # The pooled output of an inner layer: it keeps the surface form (length, numbers, wording)
         # that the last layers of a similarity-trained model smooth away, and it costs layers/total.
-        bert.encoder.layer = bert.encoder.layer[:layers]
-        bert.config.num_hidden_layers = layers
+        try:
+            bert = truncate_layers(bert, layers)
+        except ConfigError as error:
+            raise SystemExit(f"--layers for {model_dir}: {error}") from error
 
     class Pooled(torch.nn.Module):
         def __init__(self) -> None:

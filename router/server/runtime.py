@@ -30,9 +30,9 @@ from router.ratelimit import Limiter, LocalLimiter, RedisLimiter
 from router.redis_client import async_redis
 from router.redis_guard import RedisGuard
 from router.server.metrics import RouterMetrics
-from router.server.readiness import WorkerReadiness
 from router.server.middleware import RequestsInFlight
-from router.server.scoring import ClassifierLoader, ScorerPool
+from router.server.readiness import WorkerReadiness
+from router.server.scoring import GIL_SWITCH_INTERVAL_S, ClassifierLoader, ScorerPool
 from router.server.settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -124,6 +124,8 @@ class Runtime:
 
     async def start(self) -> None:
         """Open connections and begin loading models in the background."""
+        # The classifier's worker thread takes the GIL back from the event loop for each batch.
+        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
         if self.settings.redis_url is not None:
             # Requests bound each call by server.redis.timeout_s (router.redis_guard); the socket
             # timeouts bound everything else, and redis-py's own retries would only multiply both.

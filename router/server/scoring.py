@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import sys
 import threading
 import time
 from collections import OrderedDict
@@ -149,7 +148,6 @@ class BatchScorer:
         self.cache = ScoreCache(cache_size)
         self._observe = observe or (lambda size, seconds: None)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="classifier")
-        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
         self._pending: list[_Pending] = []
         self._worker: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
@@ -171,11 +169,11 @@ class BatchScorer:
         cached = self.cache.get(key)
         if cached is not None:
             return cached
-        if not self._busy and not self._pending and self._alone():
+        if self._idle_and_alone():
             # Requests that reached the loop with this one have their tasks created but not yet
             # started, so not yet counted: one turn of the loop lets them count themselves.
             await asyncio.sleep(0)
-        if not self._busy and not self._pending and self._alone():
+        if self._idle_and_alone():
             started = time.perf_counter()
             value = float(self._predict([text], kind, cuts, False)[0])
             self._observe(1, time.perf_counter() - started)
@@ -198,6 +196,10 @@ class BatchScorer:
         value = await future
         self.cache.put(key, value)
         return value
+
+    def _idle_and_alone(self) -> bool:
+        """Nothing for the worker to do and no other request in flight: score on the event loop."""
+        return not self._busy and not self._pending and self._alone()
 
     async def _work(self, wake: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
