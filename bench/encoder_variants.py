@@ -19,6 +19,7 @@ import argparse
 import importlib.util
 import time
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -43,17 +44,22 @@ def parse_variant(text: str) -> tuple[int, int, str]:
     return int(layers), int(digits), "head" if cut == "h" else "head_tail"
 
 
+def export_script() -> ModuleType:
+    """data/encoders/export.py as a module (it is a script beside the data, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("export", REPO / "data" / "encoders" / "export.py")
+    assert spec is not None and spec.loader is not None
+    export = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(export)
+    return export
+
+
 def exported(variant: str, out: Path) -> Path:
     """The variant's encoder folder under `out`, exported on first use."""
     folder = out / variant
     if is_onnx_encoder_folder(folder):
         return folder
     layers, tokens, truncation = parse_variant(variant)
-    spec = importlib.util.spec_from_file_location("export", REPO / "data" / "encoders" / "export.py")
-    assert spec is not None and spec.loader is not None
-    export = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(export)
-    export.export(folder, name=f"variant-{variant}", layers=layers, max_tokens=tokens, truncation=truncation)
+    export_script().export(folder, name=f"variant-{variant}", layers=layers, max_tokens=tokens, truncation=truncation)
     return folder
 
 

@@ -135,17 +135,15 @@ def int8_vectors(
     model: object, config: FineTuneConfig, folder: Path, texts: list[str], threads: int
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Export the fine-tuned encoder as the proxy serves it (int8 ONNX into `folder`) and encode `texts` with it."""
-    import importlib.util
     import shutil
     import tempfile
+
+    from encoder_variants import export_script
 
     from classifiers.finetune import save_encoder
     from classifiers.onnx_encoder import OnnxEncoder
 
-    spec = importlib.util.spec_from_file_location("export", Path(__file__).resolve().parents[1] / "data" / "encoders" / "export.py")
-    assert spec is not None and spec.loader is not None
-    exporter = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(exporter)
+    exporter = export_script()
     with tempfile.TemporaryDirectory() as tmp:
         saved = save_encoder(model, Path(tmp) / "encoder", name=folder.name, info={"config": config_dict(config)},
                              layers=config.layers)

@@ -160,7 +160,7 @@ def main() -> None:
     vectors: dict[str, np.ndarray] = {}
     for role, name in encoders.items():
         vectors[role] = embed(name, data.texts)
-    for role, name in sorted(encoders.items(), key=lambda item: item[0] == "first"):  # the second stage's first
+    for role, name in encoders.items():  # after every embedding: the distilled first stage reads the second's vectors
         start = time.perf_counter()
         if role == "first" and args.first_target == "second":
             proba[role] = distilled_out_of_fold(args, data, vectors, splits)
