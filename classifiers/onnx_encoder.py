@@ -234,6 +234,10 @@ class OnnxEncoder:
                     # With more threads than idle cores, workers spin against the proxy's event loop.
                     options.intra_op_num_threads = self.threads
                     options.inter_op_num_threads = 1
+                    if self.threads > 1:
+                        # A caller that sets threads (the proxy) runs the encoder between other work: a
+                        # worker spinning after each call would take the core that work needs next.
+                        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
                 from onnxruntime.capi import onnxruntime_pybind11_state as ort_errors
 
                 for name in (MODEL_FILE, TOKENIZER_FILE):

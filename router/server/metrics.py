@@ -100,6 +100,12 @@ class RouterMetrics:
             "router_classifier_batch_size", "Prompts embedded per classifier call.",
             buckets=(1, 2, 4, 8, 16, 32, 64), registry=registry,
         )
+        self.classifier_process = Counter(
+            "router_classifier_process",
+            "Classifier child processes (server.classifier_process) by event: started, failed (could not start: "
+            "batches are scored in a thread), died (replaced; its batch was scored in a thread).",
+            ["event"], registry=registry,
+        )
         self.gc_pause = Histogram(
             "router_gc_pause_seconds", "Garbage-collection pauses by generation.", ["generation"],
             buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1), registry=registry,

@@ -81,7 +81,10 @@ class Runtime:
         self.executor = Executor(backends, on_event=self._count_event)
         self.in_flight = RequestsInFlight()
         self.scorers = ScorerPool(
-            classifier_loader, max_batch=settings.classifier_batch, observe=self._observe_batch, alone=self.in_flight.alone
+            classifier_loader, max_batch=settings.classifier_batch, observe=self._observe_batch,
+            alone=self.in_flight.alone, processes=settings.classifier_process,
+            threads_alone=settings.classifier_threads_alone,
+            on_process_event=lambda event: self.metrics.classifier_process.labels(event).inc(),
         )
         self.redis: Redis | None = None
         self.redis_guard = RedisGuard(self.metrics.count_redis_failure)

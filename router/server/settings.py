@@ -47,6 +47,17 @@ class ServerSettings(BaseSettings):
     )
     preload: bool = Field(default=True, description="Load the classifier and local models at start-up.")
     classifier_batch: int = Field(default=32, ge=1, description="Most prompts embedded in one classifier call.")
+    classifier_process: bool = Field(
+        default=True,
+        description="Score classifier batches in a child process, so their Python work never holds the event "
+        "loop's GIL; false: in a thread of this process (one process less: ~270 MB less memory with the "
+        "shipped classifier).",
+    )
+    classifier_threads_alone: int = Field(
+        default=2, ge=1,
+        description="Encoder threads for a request alone in the proxy (both cores are idle then), when batches go to "
+        "the classifier process; 1: never a second core.",
+    )
     torch_threads: int | None = Field(
         default=1, ge=1,
         description="Intra-op threads for the classifier and local models; 1 keeps torch from fighting the "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import time
@@ -274,6 +275,20 @@ def test_embedded_store_ranks_verdict_sources_as_redis_does(config: LedgerConfig
     assert (by_id["req-2"].score, by_id["req-2"].verdicts) == (0.0, {"reference": 0.0})
     total = memory.aggregates(None)[""]
     assert (total.graded, total.correct) == (4, 1.5)
+
+
+def test_embedded_store_keeps_its_requests_out_of_the_garbage_collector(config: LedgerConfig) -> None:
+    """Up to stream_maxlen requests live as long as the proxy: not one of them is left for a collection to walk."""
+    memory = MemoryLedger(config)
+    for i in range(200):
+        memory.record_sync(make_entry(i))
+    for i in range(0, 200, 2):
+        memory.feedback_sync(f"req-{i}", 1.0, source="judge")
+        memory.feedback_sync(f"req-{i}", 0.0, source="feedback")
+    gc.collect()
+    kept = list(memory._requests.values())
+    assert len(kept) == 200 and not any(gc.is_tracked(request) for request in kept)
+    assert {r.entry.request_id: r.verdicts for r in memory.records()}["req-0"] == {"judge": 1.0, "feedback": 0.0}
 
 
 def test_a_malformed_entry_is_counted_never_raised(config: LedgerConfig, caplog: pytest.LogCaptureFixture) -> None:

