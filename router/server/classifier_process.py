@@ -200,6 +200,9 @@ class ClassifierProcess:
                 [sys.executable, "-c", CHILD_COMMAND, str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL,
             )
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         self.pid = self._child.pid

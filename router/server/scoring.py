@@ -367,7 +367,7 @@ class ScorerPool:
         cache_size: int = SCORE_CACHE_SIZE,
         alone: Callable[[], bool] = lambda: False,
         processes: bool = False,
-        threads_alone: int = ENCODER_THREADS,
+        threads_alone: int = ENCODER_THREADS_ALONE,
         on_process_event: Callable[[str], None] = lambda event: None,
     ) -> None:
         self._loader = loader
