@@ -73,19 +73,23 @@ class KnnScorer:
 
     def neighbours(self, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Indices and cosine similarities of the k nearest training rows, most similar first."""
+        top, top_similarity = self._nearest(embeddings, k)
+        order = np.argsort(-top_similarity, axis=1)
+        return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_similarity, order, axis=1)
+
+    def _nearest(self, embeddings: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The k nearest training rows' indices and cosine similarities, in no order (a vote needs none)."""
         k = min(k, len(self.index_))
         similarity = _normalise(self.project(embeddings)).astype(np.float32) @ self.index_.T
         top = top_k(similarity, k)
-        top_similarity = np.take_along_axis(similarity, top, axis=1)
-        order = np.argsort(-top_similarity, axis=1)
-        return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_similarity, order, axis=1)
+        return top, np.take_along_axis(similarity, top, axis=1)
 
     def predict(self, embeddings: np.ndarray) -> np.ndarray:
         """Per-tier success probability for each row."""
         out = np.empty((len(embeddings), self.targets_.shape[1]))
         for start in range(0, len(embeddings), 1024):  # bound the similarity matrix's memory
             chunk = embeddings[start : start + 1024]
-            index, similarity = self.neighbours(chunk, self.n_neighbors)
+            index, similarity = self._nearest(chunk, self.n_neighbors)
             weight = np.clip(similarity, 1e-3, None)[..., None]
             votes = (self.targets_[index] * weight).sum(axis=1)
             out[start : start + len(chunk)] = (votes + self.prior_weight * self.prior_) / (
