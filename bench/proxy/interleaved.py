@@ -11,7 +11,8 @@ round runs pass-through (on the first variant's server) and every variant back t
 concurrency. Each run sends prompts no run sent before (GSM8K and MMLU questions from
 ../shared/data/routellm/outcomes.jsonl), so the score cache never answers. Prints each run with
 the proxy's CPU per request (its own, and its children's: the classifier process), then per round
-every variant's requests/s at c=32 as a share of pass-through's and its added p50 / p99 at c=1.
+every variant's requests/s at the highest concurrency as a share of pass-through's and its added
+p50 / p99 at c=1.
 """
 
 from __future__ import annotations
@@ -139,13 +140,14 @@ def main() -> None:
             process.terminate()
         for process in processes:
             process.wait()
-    print("\nper round: requests/s at c=32 (share of pass-through's), added p50 / p99 over pass-through at c=1")
+    busiest = max(levels)
+    print(f"\nper round: requests/s at c={busiest} (share of pass-through's), added p50 / p99 over pass-through at c=1")
     for round_ in range(args.rounds):
         cells = []
         for name, _, _ in servers:
             cell = name + ":"
-            if (name, 32) in results:
-                ours, passing = results[(name, 32)][round_], results[("pass-through", 32)][round_]
+            if busiest > 1:
+                ours, passing = results[(name, busiest)][round_], results[("pass-through", busiest)][round_]
                 cell += f" {ours.rps:.0f} ({ours.rps / passing.rps:.0%} of {passing.rps:.0f})"
             if (name, 1) in results:
                 ours, passing = results[(name, 1)][round_], results[("pass-through", 1)][round_]
