@@ -146,14 +146,17 @@ class Group(NamedTuple):
     cuts: Cuts
     judged: bool
     texts: list[str]  # distinct: the same prompt twice is scored once
+    members: list[int]  # the positions in the batch of the items it answers
 
 
 def groups(items: Sequence[tuple[str, str, Cuts, bool]]) -> list[Group]:
     """`items` (text, kind, cuts, judged) grouped by what one classifier call can score together."""
-    found: dict[tuple[str, Cuts, bool], dict[str, None]] = {}
-    for text, kind, cuts, judged in items:
-        found.setdefault((kind, cuts, judged), {})[text] = None
-    return [Group(kind, cuts, judged, list(texts)) for (kind, cuts, judged), texts in found.items()]
+    texts: dict[tuple[str, Cuts, bool], dict[str, None]] = {}  # an ordered set per group
+    members: dict[tuple[str, Cuts, bool], list[int]] = {}
+    for position, (text, kind, cuts, judged) in enumerate(items):
+        texts.setdefault((kind, cuts, judged), {})[text] = None
+        members.setdefault((kind, cuts, judged), []).append(position)
+    return [Group(*key, list(texts[key]), members[key]) for key in texts]
 
 
 def predict_batch(scorer: Scorer, texts: list[str], kind: str, cuts: Cuts, judged: bool) -> np.ndarray:
@@ -278,10 +281,7 @@ class ClassifierProcess:
                 self._answer(pickle.loads(await reader.readexactly(_HEAD.unpack(head)[0])))
         except (asyncio.IncompleteReadError, ConnectionError) as error:
             why = f"exited ({self._child.poll()}): {error!r}"
-        except asyncio.CancelledError:
-            why = "closed"
-            raise
-        finally:
+        finally:  # cancelled (aclose): why stays "closed"
             self._lose(why)
 
     def _answer(self, answer: tuple[Any, ...]) -> None:
@@ -389,8 +389,7 @@ def _serve(sock: socket.socket) -> None:
     counts = scorer.counts if isinstance(scorer, TwoStageClassifier) else None
     for batch in _batches(sock, max_batch):
         for group in groups([(text, kind, cuts, judged) for _, text, kind, cuts, judged in batch]):
-            numbers = [number for number, text, kind, cuts, judged in batch
-                       if (kind, cuts, judged) == (group.kind, group.cuts, group.judged)]
+            numbers = [batch[position][0] for position in group.members]
             first_before, second_before = (counts.first, counts.second) if counts else (0, 0)
             started = time.perf_counter()
             try:

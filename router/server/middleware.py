@@ -7,7 +7,8 @@ echoed back in `x-request-id`, and recorded with the request (ledger `extra.clie
 the access log), so its logs and ours name a request the same way.
 
 The count of HTTP requests in flight tells the classifier's scorer when a request is alone: it is
-then scored on the event loop, with no hop to the worker thread (router/server/scoring.py).
+then scored on the event loop, with no hop to the classifier's child process or worker thread
+(router/server/scoring.py).
 
 Pure ASGI rather than BaseHTTPMiddleware: it adds no task per request and leaves streaming alone.
 """

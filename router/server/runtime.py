@@ -127,7 +127,8 @@ class Runtime:
 
     async def start(self) -> None:
         """Open connections and begin loading models in the background."""
-        # The classifier's worker thread takes the GIL back from the event loop for each batch.
+        # A classifier worker thread (no child process, or while one is replaced) takes the GIL back
+        # from the event loop for each batch.
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
         if self.settings.redis_url is not None:
             # Requests bound each call by server.redis.timeout_s (router.redis_guard); the socket

@@ -241,7 +241,7 @@ class BatchScorer:
 
     async def _score_batch(self, loop: asyncio.AbstractEventLoop, batch: list[PendingScore]) -> None:
         for group in groups([(item.text, item.kind, item.cuts, item.judged) for item in batch]):
-            members = [item for item in batch if (item.kind, item.cuts, item.judged) == group[:3]]  # kind, cuts, judged
+            members = [batch[position] for position in group.members]
             started = time.perf_counter()
             try:
                 scores = await loop.run_in_executor(

@@ -6,7 +6,8 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -41,12 +42,21 @@ def one_stage(tmp_path: Path) -> Policy:
     return load_policy(tmp_path / "router.yaml")
 
 
-def pool(loader: Callable[..., object], events: list[str], *, alone: bool = False) -> ScorerPool:
-    return ScorerPool(
+@asynccontextmanager
+async def loaded(
+    loader: Callable[..., object], policy: Policy, events: list[str], *, alone: bool = False,
+    threads_alone: int = scoring.ENCODER_THREADS_ALONE,
+) -> AsyncIterator[tuple[ScorerPool, BatchScorer]]:
+    """A pool with child processes, `policy`'s scorer loaded in it (off the loop, as the proxy does); closed after."""
+    scorers = ScorerPool(
         loader,  # type: ignore[arg-type]
         max_batch=32, observe=lambda size, seconds: None, alone=lambda: alone, processes=True,
-        on_process_event=events.append,
+        threads_alone=threads_alone, on_process_event=events.append,
     )
+    try:
+        yield scorers, await asyncio.to_thread(scorers.load, policy)
+    finally:
+        await scorers.aclose()
 
 
 async def wait_until(check: Callable[[], bool], timeout_s: float = 30) -> None:
@@ -59,18 +69,12 @@ async def wait_until(check: Callable[[], bool], timeout_s: float = 30) -> None:
 def test_batches_go_to_the_child_and_a_lone_request_is_scored_here(one_stage: Policy) -> None:
     async def run() -> None:
         events: list[str] = []
-        policy = one_stage
-        busy, quiet = pool(where_loader, events), pool(where_loader, [], alone=True)
-        try:
-            scorer = await asyncio.to_thread(busy.load, policy)
+        async with loaded(where_loader, one_stage, events) as (busy, scorer):
             assert events == ["started"] and scorer.process is not None and scorer.process.alive()
-            scores = await asyncio.gather(*(busy.score(policy, f"question {i}") for i in range(40)))
+            scores = await asyncio.gather(*(busy.score(one_stage, f"question {i}") for i in range(40)))
             assert scores == [IN_CHILD] * 40
-            await asyncio.to_thread(quiet.load, policy)
-            assert await quiet.score(policy, "alone") == IN_PARENT  # no hop for a request alone in the proxy
-        finally:
-            await busy.aclose()
-            await quiet.aclose()
+        async with loaded(where_loader, one_stage, [], alone=True) as (quiet, _):
+            assert await quiet.score(one_stage, "alone") == IN_PARENT  # no hop for a request alone in the proxy
 
     asyncio.run(run())
 
@@ -80,13 +84,10 @@ def test_a_killed_child_loses_no_request_and_is_replaced(monkeypatch: pytest.Mon
 
     async def run() -> None:
         events: list[str] = []
-        policy = one_stage
-        scorers = pool(slow_where_loader, events)
-        try:
-            scorer = await asyncio.to_thread(scorers.load, policy)
+        async with loaded(slow_where_loader, one_stage, events) as (scorers, scorer):
             assert scorer.process is not None
             first = scorer.process
-            waiting = [asyncio.create_task(scorers.score(policy, f"held {i}")) for i in range(5)]
+            waiting = [asyncio.create_task(scorers.score(one_stage, f"held {i}")) for i in range(5)]
             await wait_until(lambda: first.holding == 5)
             os.kill(first.pid, signal.SIGKILL)
             scores = await asyncio.wait_for(asyncio.gather(*waiting), 10)
@@ -94,10 +95,8 @@ def test_a_killed_child_loses_no_request_and_is_replaced(monkeypatch: pytest.Mon
             assert "died" in events
             await wait_until(lambda: scorer.process is not None and scorer.process is not first)
             assert events == ["started", "died", "started"]
-            after = await asyncio.gather(*(scorers.score(policy, f"later {i}") for i in range(3)))
+            after = await asyncio.gather(*(scorers.score(one_stage, f"later {i}") for i in range(3)))
             assert after == [IN_CHILD] * 3
-        finally:
-            await scorers.aclose()
 
     asyncio.run(run())
 
@@ -109,20 +108,15 @@ def test_a_hung_child_is_killed_and_its_texts_scored_here(monkeypatch: pytest.Mo
 
     async def run() -> None:
         events: list[str] = []
-        policy = one_stage
-        scorers = pool(where_loader, events)
-        try:
-            scorer = await asyncio.to_thread(scorers.load, policy)
+        async with loaded(where_loader, one_stage, events) as (scorers, scorer):
             assert scorer.process is not None
             hung = scorer.process
             os.kill(hung.pid, signal.SIGSTOP)
             started = time.monotonic()
-            scores = await asyncio.wait_for(asyncio.gather(*(scorers.score(policy, f"q {i}") for i in range(3))), 10)
+            scores = await asyncio.wait_for(asyncio.gather(*(scorers.score(one_stage, f"q {i}") for i in range(3))), 10)
             assert scores == [IN_PARENT] * 3 and time.monotonic() - started < 5
             assert events == ["started", "died"] and scorer.process is None
             await asyncio.to_thread(hung._child.wait, 5)  # killed, not left stopped
-        finally:
-            await scorers.aclose()
 
     asyncio.run(run())
 
@@ -130,14 +124,9 @@ def test_a_hung_child_is_killed_and_its_texts_scored_here(monkeypatch: pytest.Mo
 def test_a_child_that_cannot_load_leaves_the_batches_in_a_thread(one_stage: Policy) -> None:
     async def run() -> None:
         events: list[str] = []
-        policy = one_stage
-        scorers = pool(failing_in_child_loader, events)
-        try:
-            scorer = await asyncio.to_thread(scorers.load, policy)
+        async with loaded(failing_in_child_loader, one_stage, events) as (scorers, scorer):
             assert events == ["failed"] and scorer.process is None
-            assert await asyncio.gather(*(scorers.score(policy, f"q {i}") for i in range(4))) == [IN_PARENT] * 4
-        finally:
-            await scorers.aclose()
+            assert await asyncio.gather(*(scorers.score(one_stage, f"q {i}") for i in range(4))) == [IN_PARENT] * 4
 
     asyncio.run(run())
 
@@ -145,14 +134,9 @@ def test_a_child_that_cannot_load_leaves_the_batches_in_a_thread(one_stage: Poli
 def test_a_loader_a_child_cannot_import_scores_in_a_thread(one_stage: Policy) -> None:
     async def run() -> None:
         events: list[str] = []
-        policy = one_stage
-        scorers = pool(lambda path, model: where_loader(path, model), events)
-        try:
-            scorer = await asyncio.to_thread(scorers.load, policy)
+        async with loaded(lambda path, model: where_loader(path, model), one_stage, events) as (scorers, scorer):
             assert events == [] and scorer.process is None
-            assert await scorers.score(policy, "q") == IN_PARENT
-        finally:
-            await scorers.aclose()
+            assert await scorers.score(one_stage, "q") == IN_PARENT
 
     asyncio.run(run())
 
@@ -173,13 +157,8 @@ def test_the_shipped_two_stage_classifier_scores_the_same_in_the_child() -> None
         events: list[str] = []
         policy = load_policy(REPO_POLICY)
         assert policy.config.classifier.first_stage is not None
-        scorers = ScorerPool(
-            default_classifier_loader, max_batch=32, observe=lambda size, seconds: None, alone=lambda: False,
-            processes=True, threads_alone=2, on_process_event=events.append,
-        )
         texts = [f"What is {i} times {i + 7}?" for i in range(20)] + ["Prove that there are infinitely many primes."]
-        try:
-            scorer = await asyncio.to_thread(scorers.load, policy)
+        async with loaded(default_classifier_loader, policy, events, threads_alone=2) as (scorers, scorer):
             assert events == ["started"] and scorer.two_stage is not None
             assert scorer.two_stage.second.encoder.threads == 2  # type: ignore[attr-defined]  # here: lone requests only
             scores = await asyncio.gather(*(scorers.score(policy, text) for text in texts))
@@ -187,8 +166,6 @@ def test_the_shipped_two_stage_classifier_scores_the_same_in_the_child() -> None
             assert counts.first + counts.second == len(texts)
             local = scorer.two_stage.predict_score(texts, policy.config.classifier.score, policy.score_cuts)
             assert scores == pytest.approx(list(local), abs=1e-5)
-        finally:
-            await scorers.aclose()
 
     asyncio.run(run())
 
@@ -209,9 +186,7 @@ def test_stopping_the_child_from_another_thread_hands_back_what_it_held(one_stag
     """A hot reload ends the old scorer's child from a loader thread: its texts are scored here, none hang."""
 
     async def run() -> None:
-        scorers = pool(slow_where_loader, [])
-        try:
-            scorer = await asyncio.to_thread(scorers.load, one_stage)
+        async with loaded(slow_where_loader, one_stage, []) as (scorers, scorer):
             child = scorer.process
             assert child is not None
             waiting = [asyncio.create_task(scorers.score(one_stage, f"held {i}")) for i in range(3)]
@@ -219,7 +194,5 @@ def test_stopping_the_child_from_another_thread_hands_back_what_it_held(one_stag
             await asyncio.to_thread(scorer.stop_process)
             assert await asyncio.wait_for(asyncio.gather(*waiting), 10) == [IN_PARENT] * 3
             assert scorer.process is None and child._child.returncode is not None
-        finally:
-            await scorers.aclose()
 
     asyncio.run(run())
