@@ -3,8 +3,10 @@
     python bench/encoder_variants.py [--data ../shared/data/routellm/outcomes.jsonl]
         [--variants 6x256h,6x64ht,3x64ht,2x64ht,3x128ht] [--out ~/.cache/difficulty-router/encoder-variants]
 
-A variant `LxTs` is MiniLM-L6's first L layers, mean-pooled, on at most T tokens, cut at the head
-(`h`, as sentence-transformers does) or keeping the first and last halves (`ht`). Each is exported
+A variant `LxTs[fN]` is MiniLM-L6's first L layers, mean-pooled, on at most T tokens, cut at the
+head (`h`, as sentence-transformers does) or keeping the first and last halves (`ht`), and with
+`fN` only N feed-forward neurons per layer (export.py --ffn-neurons, calibrated on `--data`'s
+prompts; without it, all of them). Each is exported
 with data/encoders/export.py's code (int8, as the proxy serves it; needs the `train` extra) into
 `--out`, once. Then every prompt of the data is encoded alone with one thread, as the proxy does,
 timing each call (tokenize and run), and the shipped ensemble (classifiers.selection.ENSEMBLE) is
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 import time
 from pathlib import Path
 from types import ModuleType
@@ -34,14 +37,18 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "routellm" / "outcomes.jsonl"
 
 
-def parse_variant(text: str) -> tuple[int, int, str]:
-    """`3x64ht` -> (3, 64, "head_tail")."""
-    layers, _, rest = text.partition("x")
-    digits = rest.rstrip("ht")
-    cut = rest[len(digits):]
-    if not (layers.isdigit() and digits.isdigit() and cut in ("h", "ht")):
-        raise SystemExit(f"--variants: {text!r} is not LAYERSxTOKENS followed by h or ht (e.g. 3x64ht)")
-    return int(layers), int(digits), "head" if cut == "h" else "head_tail"
+VARIANT = re.compile(r"(\d+)x(\d+)(ht|h)(?:f(\d+))?")
+
+
+def parse_variant(text: str) -> tuple[int, int, str, int]:
+    """`3x64ht` -> (3, 64, "head_tail", 0); `1x64htf64` -> (1, 64, "head_tail", 64) (0: every neuron)."""
+    found = VARIANT.fullmatch(text)
+    if found is None:
+        raise SystemExit(
+            f"--variants: {text!r} is not LAYERSxTOKENS, then h or ht, then optionally fNEURONS (e.g. 3x64ht, 1x64htf64)"
+        )
+    layers, tokens, cut, neurons = found.groups()
+    return int(layers), int(tokens), "head" if cut == "h" else "head_tail", int(neurons or 0)
 
 
 def export_script() -> ModuleType:
@@ -53,13 +60,16 @@ def export_script() -> ModuleType:
     return export
 
 
-def exported(variant: str, out: Path) -> Path:
-    """The variant's encoder folder under `out`, exported on first use."""
+def exported(variant: str, out: Path, calibration: Path) -> Path:
+    """The variant's encoder folder under `out`, exported on first use (a pruned one calibrated on `calibration`)."""
     folder = out / variant
     if is_onnx_encoder_folder(folder):
         return folder
-    layers, tokens, truncation = parse_variant(variant)
-    export_script().export(folder, name=f"variant-{variant}", layers=layers, max_tokens=tokens, truncation=truncation)
+    layers, tokens, truncation, neurons = parse_variant(variant)
+    export_script().export(
+        folder, name=f"variant-{variant}", layers=layers, max_tokens=tokens, truncation=truncation,
+        ffn_neurons=neurons, calibration=calibration,
+    )
     return folder
 
 
@@ -76,7 +86,7 @@ def main() -> None:
     splits = fold_splits(data.targets, data.sources, 5, seed=0)
     rows = []
     for variant in (v.strip() for v in args.variants.split(",")):
-        encoder = OnnxEncoder(exported(variant, args.out), threads=1)
+        encoder = OnnxEncoder(exported(variant, args.out, args.data), threads=1)
         encoder.encode(data.texts[:20])  # load and warm up
         vectors = np.empty((len(data.texts), encoder.dim), dtype=np.float32)
         seconds = np.empty(len(data.texts))

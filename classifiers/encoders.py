@@ -27,11 +27,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# The shipped ONNX export of all-MiniLM-L6-v2's first layer, 64 tokens, int8 weights
-# (data/encoders/minilm-l6-layer1-int8/; why: data/encoders/export.py).
-DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2-layer1-ht64-onnx-int8"
-# The encoder shipped before it (all 6 layers, 256 tokens): classifiers trained on it need it back.
-RETIRED_EMBEDDING_MODEL = "all-MiniLM-L6-v2-onnx-int8"
+# The shipped ONNX export of all-MiniLM-L6-v2's first layer with 64 feed-forward neurons, 64 tokens,
+# int8 weights (data/encoders/minilm-l6-layer1-ffn64-int8/; why: data/encoders/export.py).
+DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2-layer1-ht64-ffn64-onnx-int8"
+# Encoders shipped before it, and the export options that give each back to classifiers trained on it.
+RETIRED_EMBEDDING_MODELS = {
+    "all-MiniLM-L6-v2-onnx-int8": "--layers 6 --max-tokens 256 --truncation head --ffn-neurons 0",
+    "all-MiniLM-L6-v2-layer1-ht64-onnx-int8": "--layers 1 --max-tokens 64 --truncation head_tail --ffn-neurons 0",
+}
 # The shipped static encoder distilled from it with model2vec (data/encoders/minilm-l6-static/).
 STATIC_EMBEDDING_MODEL = "all-MiniLM-L6-v2-static"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -81,12 +84,12 @@ def make_encoder(
                 "or re-export it with `python data/encoders/export.py`."
             )
         return OnnxEncoder(folder, threads=threads, cache=cache, show_progress=show_progress)
-    if name == RETIRED_EMBEDDING_MODEL:
+    if name in RETIRED_EMBEDDING_MODELS:
         raise EmbeddingError(
-            f"The encoder {name} is no longer shipped: {DEFAULT_EMBEDDING_MODEL} replaced it (it routes better "
+            f"The encoder {name} is no longer shipped: {DEFAULT_EMBEDDING_MODEL} replaced it (it routes as well "
             "and encodes faster). Retrain the classifier with `router classifier train` (the new one is its "
-            "default), or export the old encoder with `python data/encoders/export.py --layers 6 "
-            f"--max-tokens 256 --truncation head --name {name} --out DIR` and name DIR as the embedding model."
+            f"default), or export the old encoder with `python data/encoders/export.py {RETIRED_EMBEDDING_MODELS[name]} "
+            f"--name {name} --out DIR` and name DIR as the embedding model."
         )
     if is_onnx_encoder_folder(Path(name)):
         return OnnxEncoder(name, threads=threads, cache=cache, show_progress=show_progress)

@@ -13,7 +13,7 @@ from pathlib import Path
 _CHECKOUT = Path(__file__).resolve().parent.parent / "data"
 _INSTALLED = Path(sys.prefix) / "share" / "difficulty-router"
 
-SHIPPED_ENCODER = "encoders/minilm-l6-layer1-int8"
+SHIPPED_ENCODER = "encoders/minilm-l6-layer1-ffn64-int8"
 SHIPPED_STATIC_ENCODER = "encoders/minilm-l6-static"
 SHIPPED_FIRST_STAGE = "classifier-static"
 

