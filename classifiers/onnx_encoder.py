@@ -111,6 +111,39 @@ def head_and_tail_tokens(
     return rows
 
 
+class TokenRows:
+    """The content ids (no special tokens) of recent texts, cut to their first and last halves of
+    `keep`: one tokenization serves both stages of a two-stage decision (classifiers.two_stage).
+
+    The first stage tokenizes every text and puts its row here; the transformer then reads the
+    rows of the texts near a threshold instead of tokenizing them again (0.35-0.4 ms a prompt on
+    2 cores). Bounded: the oldest rows go first once `capacity` are kept; a batch's worth is enough
+    (a miss only costs a tokenization), and each kept row keeps its text alive.
+    """
+
+    def __init__(self, keep: int, capacity: int = 256) -> None:
+        self.keep = keep
+        self.capacity = capacity
+        self._rows: dict[str, list[int]] = {}
+        self._lock = threading.Lock()
+
+    def put(self, texts: Sequence[str], rows: Sequence[list[int]]) -> None:
+        """Keep each text's row (rows cut to `keep` as `head_and_tail_tokens` cuts)."""
+        with self._lock:
+            for text, row in zip(texts, rows, strict=True):
+                self._rows.pop(text, None)
+                self._rows[text] = row
+            while len(self._rows) > self.capacity:
+                del self._rows[next(iter(self._rows))]
+
+    def get(self, text: str) -> list[int] | None:
+        """The row kept for `text`, if any."""
+        return self._rows.get(text)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
 Specials = tuple[list[int], list[int]]  # the ids a tokenizer puts before and after a text
 
 
@@ -211,11 +244,25 @@ class OnnxEncoder:
         self._tokenizer: Tokenizer | None = None
         self._specials: Specials = ([], [])
         self._load_lock = threading.Lock()
+        # Set by a first stage that tokenizes with this encoder's tokenizer (StaticEncoder.share_tokens).
+        self.shared_rows: TokenRows | None = None
 
     @property
     def dim(self) -> int:
         """Width of the vectors."""
         return self.info.dim
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The tokenizer, unpadded, cutting nothing itself (head_tail) or at `max_tokens` (head)."""
+        return self._load()[1]
+
+    @property
+    def content_tokens(self) -> int:
+        """Tokens kept of a text's own, between the special tokens (`max_tokens` counts those too)."""
+        self._load()  # the special tokens are read with the tokenizer
+        opening, closing = self._specials
+        return self.info.max_tokens - len(opening) - len(closing)
 
     def _load(self) -> tuple[Any, Tokenizer]:
         if self._session is not None and self._tokenizer is not None:
@@ -273,7 +320,27 @@ class OnnxEncoder:
     def tokenize(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """Token ids and attention mask, cut to `max_tokens` as `truncation` says and padded to the longest text."""
         _, tokenizer = self._load()
-        return padded(token_rows(tokenizer, self._specials, texts, self.info.max_tokens, self.info.truncation))
+        shared = self.shared_rows
+        if shared is None:
+            return padded(token_rows(tokenizer, self._specials, texts, self.info.max_tokens, self.info.truncation))
+        opening, closing = self._specials
+        keep = self.content_tokens
+        rows: list[list[int]] = []
+        missing: list[int] = []
+        for text in texts:
+            row = shared.get(text)
+            if row is None:
+                missing.append(len(rows))
+                rows.append([])
+            else:
+                # A shared row holds the ends of up to `shared.keep` content tokens; this encoder keeps
+                # the ends of `keep` <= that many, which are the ends of the shared row (share_tokens checks).
+                rows.append([*opening, *_ends(row, keep), *closing])
+        if missing:
+            fresh = token_rows(tokenizer, self._specials, [texts[i] for i in missing], self.info.max_tokens, self.info.truncation)
+            for i, row in zip(missing, fresh, strict=True):
+                rows[i] = row
+        return padded(rows)
 
     def embed_tokens(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """The normalised vectors of tokenised texts: one onnxruntime call."""

@@ -22,11 +22,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from classifiers.onnx_encoder import ENCODER_FILE, OnnxEncoderInfo, head_and_tail_tokens, read_encoder_info
+from classifiers.onnx_encoder import ENCODER_FILE, OnnxEncoderInfo, TokenRows, head_and_tail_tokens, read_encoder_info
 from core.errors import EmbeddingError
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
+
+    from classifiers.onnx_encoder import OnnxEncoder
 
 EMBEDDINGS_FILE = "embeddings.npz"
 TOKENIZER_FILE = "tokenizer.json"
@@ -50,8 +52,9 @@ class StaticEncoder:
         self.name = self.info.name
         self._table: np.ndarray | None = None
         self._tokenizer: Tokenizer | None = None
-        self._unknown: int | None = None
+        self._known: np.ndarray | None = None  # per token id: whether its row counts (the unknown token's does not)
         self._load_lock = threading.Lock()
+        self.shared_rows: TokenRows | None = None
 
     @property
     def dim(self) -> int:
@@ -87,8 +90,7 @@ class StaticEncoder:
                     tokenizer.enable_truncation(self.info.max_tokens)
                 else:
                     tokenizer.no_truncation()  # cut in token_ids(), keeping both ends
-                unknown = getattr(tokenizer.model, "unk_token", None)
-                self._unknown = tokenizer.token_to_id(unknown) if unknown else None
+                self._known = _known_ids(tokenizer, tokenizer.get_vocab_size())
                 self._tokenizer = tokenizer
                 self._table = table
             return self._table, self._tokenizer
@@ -98,11 +100,45 @@ class StaticEncoder:
         _, tokenizer = self._load()
         if self.info.truncation == "head_tail":
             rows = head_and_tail_tokens(tokenizer, texts, self.info.max_tokens)
+            if self.shared_rows is not None:
+                self.shared_rows.put(texts, rows)
         else:
             rows = [e.ids for e in tokenizer.encode_batch(list(texts), add_special_tokens=False)]
-        if self._unknown is None:
-            return rows
-        return [[i for i in row if i != self._unknown] for row in rows]
+        known = self._known
+        return rows if known is None else [[i for i in row if known[i]] for row in rows]
+
+    def share_tokens(self, encoder: OnnxEncoder) -> bool:
+        """Tokenize with `encoder`'s tokenizer from now on, and leave it each text's tokens to reuse.
+
+        Possible when both cut head and tail, `encoder` keeps no more tokens than this encoder (the
+        ends of this encoder's row are then its own), and the two tokenizers split text alike (same
+        normaliser, pre-tokeniser and WordPiece settings, every token of this vocabulary in
+        `encoder`'s: the distilled vocabulary is MiniLM's without `[unused*]`). The table is re-indexed
+        by `encoder`'s ids, so vectors do not change (except for a text spelling out a special
+        token, which one tokenizer keeps whole and the other splits). Returns whether it shares.
+        """
+        table, own = self._load()
+        keep, theirs = encoder.content_tokens, encoder.tokenizer
+        mine = self.info.max_tokens
+        if not (self.info.truncation == encoder.info.truncation == "head_tail" and keep <= mine
+                and keep // 2 <= mine // 2 and _same_splitting(own, theirs)):
+            return False
+        their_ids = theirs.get_vocab()
+        own_ids = own.get_vocab()
+        if any(token not in their_ids for token in own_ids):
+            return False
+        known = self._known if self._known is not None else np.ones(len(table), dtype=bool)
+        size = theirs.get_vocab_size()
+        shared_table = np.zeros((size, table.shape[1]), dtype=table.dtype)
+        shared_known = np.zeros(size, dtype=bool)
+        for token, own_id in own_ids.items():
+            shared_table[their_ids[token]] = table[own_id]
+            shared_known[their_ids[token]] = known[own_id]
+        rows = TokenRows(mine)
+        with self._load_lock:
+            self._table, self._tokenizer, self._known = shared_table, theirs, shared_known
+            self.shared_rows = encoder.shared_rows = rows
+        return True
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Return L2-normalised float32 vectors of shape (len(texts), dim)."""
@@ -113,3 +149,23 @@ class StaticEncoder:
                 out[row] = table[ids].mean(axis=0)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.where(norms > 0, norms, 1.0)
+
+
+def _known_ids(tokenizer: Tokenizer, size: int) -> np.ndarray:
+    """True for every id but the unknown token's (model2vec drops it from the mean)."""
+    known = np.ones(size, dtype=bool)
+    unknown = getattr(tokenizer.model, "unk_token", None)
+    unknown_id = tokenizer.token_to_id(unknown) if unknown else None
+    if unknown_id is not None:
+        known[unknown_id] = False
+    return known
+
+
+def _same_splitting(one: Tokenizer, other: Tokenizer) -> bool:
+    """Whether two tokenizers cut text into the same token strings (their vocabularies aside)."""
+    first, second = json.loads(one.to_str()), json.loads(other.to_str())
+    model_keys = ("type", "unk_token", "continuing_subword_prefix", "max_input_chars_per_word")
+    return (
+        all(first.get(key) == second.get(key) for key in ("normalizer", "pre_tokenizer"))
+        and all(first["model"].get(key) == second["model"].get(key) for key in model_keys)
+    )

@@ -212,4 +212,15 @@ def load_first_stage(
                 "Build a first stage for it with `python bench/two_stage.py --write DIR` and point the setting there."
             )
     first = load_classifier(directory)
+    share_tokens(first, second)
     return TwoStageClassifier(first, second, two_stage.calibration, disagreement)
+
+
+def share_tokens(first: ScoringClassifier, second: ScoringClassifier) -> bool:
+    """Let the second stage's ONNX encoder reuse the first stage's tokens, where the two can share
+    (classifiers.static_encoder.StaticEncoder.share_tokens); returns whether they do."""
+    from classifiers.onnx_encoder import OnnxEncoder
+    from classifiers.static_encoder import StaticEncoder
+
+    static, onnx = getattr(first, "encoder", None), getattr(second, "encoder", None)
+    return isinstance(static, StaticEncoder) and isinstance(onnx, OnnxEncoder) and static.share_tokens(onnx)

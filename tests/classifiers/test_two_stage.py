@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +152,61 @@ def test_missing_or_broken_first_stage_files_name_the_fix(tmp_path: Path) -> Non
     np.savez(tmp_path / CALIBRATION_FILE, first_gain=np.zeros(3), second_gain=np.zeros(4))
     with pytest.raises(ArtifactError, match="arrays of one length"):
         read_two_stage(tmp_path)
+
+
+SHARING_TEXTS = [
+    "What is 17 times 23?", "hi", "", "Prove that there are infinitely many primes.",
+    " ".join(f"word{i} is number {i}." for i in range(200)),  # over 64 tokens and 512 characters
+    "naïve Ångström 中文 x²+y² 🙂 " * 40, "x" * 5_000, "é" * 3_000 + " end",
+    "Which of the following is true? (A) 3.14159 (B) $1,000 (C) don't (D) well-known",
+]
+
+
+def test_the_two_stages_tokenize_each_text_once_and_score_as_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    from classifiers import onnx_encoder
+    from classifiers.onnx_encoder import OnnxEncoder
+
+    classifier = load_classifier(threads=1)
+    two_stage = load_first_stage(None, classifier, disagreement=0.005)
+    static = two_stage.first.encoder  # type: ignore[attr-defined]
+    assert static.shared_rows is classifier.encoder.shared_rows is not None  # type: ignore[attr-defined]
+    # The first stage's vectors are those of its own tokenizer, and the transformer's tokens its own.
+    np.testing.assert_allclose(static.encode(SHARING_TEXTS), StaticEncoder(static.folder).encode(SHARING_TEXTS), atol=1e-6)
+    unshared = OnnxEncoder(classifier.encoder.folder)  # type: ignore[attr-defined]
+    for text in SHARING_TEXTS:
+        static.encode([text])
+        for mine, theirs in zip(classifier.encoder.tokenize([text]), unshared.tokenize([text]), strict=True):  # type: ignore[attr-defined]
+            np.testing.assert_array_equal(mine, theirs)
+    # After the first stage, the transformer tokenizes nothing of its own.
+    static.encode(SHARING_TEXTS)
+
+    def no_tokenizing(*args: object, **kwargs: object) -> list[list[int]]:
+        raise AssertionError("the transformer tokenized a text the first stage had tokenized")
+
+    monkeypatch.setattr(onnx_encoder, "token_rows", no_tokenizing)
+    classifier.encoder.encode(SHARING_TEXTS)  # type: ignore[attr-defined]
+    with pytest.raises(AssertionError, match="tokenized a text"):
+        classifier.encoder.encode(["a text no first stage saw"])  # type: ignore[attr-defined]
+
+
+def test_shared_token_rows_keep_only_the_newest() -> None:
+    from classifiers.onnx_encoder import TokenRows
+
+    rows = TokenRows(keep=64, capacity=3)
+    rows.put(["a", "b", "c"], [[1], [2], [3]])
+    rows.put(["a", "d"], [[1], [4]])  # "a" again: it becomes the newest, "b" the oldest
+    assert len(rows) == 3 and rows.get("b") is None and [rows.get(t) for t in "acd"] == [[1], [3], [4]]
+
+
+def test_tokens_are_not_shared_when_the_transformer_keeps_more_than_the_first_stage(tmp_path: Path) -> None:
+    from classifiers.onnx_encoder import OnnxEncoder
+    from classifiers.shipped import SHIPPED_ENCODER
+
+    folder = tmp_path / "static"
+    shutil.copytree(shipped_path(SHIPPED_STATIC_ENCODER), folder)
+    info = json.loads((folder / "encoder.json").read_text())
+    (folder / "encoder.json").write_text(json.dumps({**info, "max_tokens": 32}))
+    static, onnx = StaticEncoder(folder), OnnxEncoder(shipped_path(SHIPPED_ENCODER))
+    before = static.encode(SHARING_TEXTS)
+    assert not static.share_tokens(onnx) and static.shared_rows is None and onnx.shared_rows is None
+    np.testing.assert_array_equal(static.encode(SHARING_TEXTS), before)
