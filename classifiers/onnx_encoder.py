@@ -1,8 +1,8 @@
 """A sentence encoder served by onnxruntime and `tokenizers` alone: no torch at serving time.
 
-The shipped encoder (data/encoders/minilm-l6-layer1-int8/) is the packaged all-MiniLM-L6-v2's
-first layer exported to ONNX with mean pooling and L2 normalisation inside the graph, and with
-int8 weights (see data/encoders/export.py for why one layer). A folder holds `model.onnx`, `tokenizer.json` and `encoder.json`:
+The shipped encoder (data/encoders/minilm-l6-layer1-ffn64-int8/) is the packaged all-MiniLM-L6-v2's
+first layer, 64 of its 1,536 feed-forward neurons kept, exported to ONNX with mean pooling and L2
+normalisation inside the graph, and with int8 weights (see data/encoders/export.py for why). A folder holds `model.onnx`, `tokenizer.json` and `encoder.json`:
 
     {"name": "all-MiniLM-L6-v2-onnx-int8", "dim": 384, "max_tokens": 256, "truncation": "head", ...}
 

@@ -13,6 +13,9 @@ concurrency. Each run sends prompts no run sent before (GSM8K and MMLU questions
 the proxy's CPU per request (its own, and its children's: the classifier process), then per round
 every variant's requests/s at the highest concurrency as a share of pass-through's and its added
 p50 / p99 at c=1.
+
+A variant's environment may name another checkout: `before=PYTHONPATH=/path/to/worktree` serves
+that checkout's code and data/ (a `git worktree add` of an older commit), beside this one's.
 """
 
 from __future__ import annotations

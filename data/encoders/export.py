@@ -1,20 +1,32 @@
 """Export a sentence-transformers MiniLM to the ONNX encoder the proxy serves (int8 weights).
 
     python data/encoders/export.py [--model DIR] [--out data/encoders/minilm-l6-layer1-ffn64-int8]
-        [--layers 1] [--max-tokens 64] [--truncation head_tail] [--name NAME]
+        [--layers 1] [--max-tokens 64] [--truncation head_tail] [--ffn-neurons 64]
+        [--calibration ../shared/data/routellm/outcomes.jsonl] [--name NAME]
 
-The defaults give the shipped encoder: MiniLM-L6's first layer, mean-pooled, on at most 64
-tokens (the first and last 31 of a longer text). An inner layer routes better than the whole
+The defaults give the shipped encoder: MiniLM-L6's first layer with 64 of its 1,536
+feed-forward neurons, mean-pooled, on at most 64 tokens (the first and last 31 of a longer
+text). An inner layer routes better than the whole
 model, and costs a fraction of it. On RouteLLM's outcomes (5-fold CV APGR by gain, GSM8K / MMLU,
 same folds, int8, one thread; bench/encoder_variants.py): all 6 layers on 256 tokens 0.596 /
 0.661, encode p50 5.9 ms, p99 25.3; 3 layers on 64 tokens 0.649 / 0.681, 2.8 / 3.9 ms; the first
 layer on 64 tokens 0.652 / 0.666, 1.2 / 1.6 ms, which keeps the proxy's routing within 3 ms of
 pass-through at p99. `--layers 3` trades 1.6 ms for MMLU's 0.015; `--layers 6 --max-tokens 256
---truncation head --name all-MiniLM-L6-v2-onnx-int8` gives the previous one (the whole model, as
-sentence-transformers runs it).
+--truncation head --ffn-neurons 0 --name all-MiniLM-L6-v2-onnx-int8` gives the one before (the
+whole model, as sentence-transformers runs it).
+
+The feed-forward is two thirds of the first layer's arithmetic and half its time. Keeping the 64 neurons with the
+largest mean |activation| x output norm on the calibration prompts, and refitting the output
+projection to them by least squares (activations only, no outcome), encodes in half the time
+with the same routing quality (`python bench/encoder_variants.py --variants
+1x64ht,1x64htf64,1x64htf16,1x64htf256`: the whole layer 3.52 / 5.84 ms p50 / p99, APGR by gain
+0.653 / 0.667; 64 neurons 1.80 / 3.03 ms, 0.654 / 0.670; 16 neurons 0.656 / 0.666; 256 neurons
+0.653 / 0.666; one 2-core machine, one run). `--ffn-neurons 0` keeps them all (the encoder
+shipped before, `all-MiniLM-L6-v2-layer1-ht64-onnx-int8`).
 
 Needs the `train` extra (torch, transformers) and onnx; serving the result needs only
-onnxruntime and tokenizers. Steps: the transformer's first `--layers` layers with mean pooling
+onnxruntime and tokenizers. Steps: the transformer's first `--layers` layers, their
+feed-forward pruned to `--ffn-neurons` (calibrated on `--calibration`'s prompts), with mean pooling
 and L2 normalisation folded into one graph (torch.onnx, TorchScript exporter, dynamic batch and
 length); onnxruntime's BERT fusions (attention, layer norm, GELU); dynamic int8 quantisation of
 the weights, per output channel and with 7-bit range (no saturation on CPUs without VNNI). Then
@@ -119,7 +131,7 @@ def prune_feed_forward(bert: Any, rows: list[list[int]], neurons: int, tokens: i
     A neuron's weight is its mean |activation| over the calibration tokens times its output
     column's norm; the kept ones' output projection is then refit by least squares to what the
     whole feed-forward produced on the same tokens (activations only, no outcome: like the kNN's
-    principal components). The feed-forward is two thirds of a layer's work; MiniLM's first layer
+    principal components). The feed-forward is two thirds of a layer's arithmetic; MiniLM's first layer
     kept at 64 of 1,536 neurons routes as well as whole (data/README.md). Layers are pruned in
     order, each calibrated on the output of the pruned ones before it. Returns, per layer, the
     share of the feed-forward output's variance the pruned one reproduces.

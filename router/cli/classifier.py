@@ -69,7 +69,7 @@ SkipOption = Annotated[
 ]
 EmbeddingOption = Annotated[
     str | None,
-    typer.Option("--embedding-model", help="Encoder: the shipped all-MiniLM-L6-v2-layer1-ht64-onnx-int8 (default, or the artifact's), an exported ONNX folder, or a sentence-transformers name or folder (train extra)."),
+    typer.Option("--embedding-model", help="Encoder: the shipped all-MiniLM-L6-v2-layer1-ht64-ffn64-onnx-int8 (default, or the artifact's), an exported ONNX folder, or a sentence-transformers name or folder (train extra)."),
 ]
 NoCacheOption = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the on-disk embedding cache.")]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")]
