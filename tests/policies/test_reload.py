@@ -194,6 +194,8 @@ class Sampler:
     def __exit__(self, *exc: object) -> None:
         self.stop.set()
         self.thread.join()
+        # One last look, as a request arriving now would: the thread may not have woken since the swap.
+        self.versions.add(self.store.policy.version)
 
 
 def test_a_file_written_in_two_parts_never_goes_live_half_written(policy_file: Path) -> None:
