@@ -214,11 +214,13 @@ def decision_stages(
     """
     import numpy as np
 
-    from classifiers.loading import load_classifier
+    from classifiers.estimator import DifficultyClassifier
     from classifiers.onnx_encoder import OnnxEncoder
-    from router.server.scoring import ENCODER_THREADS
+    from router.server.scoring import default_classifier_loader
 
-    classifier = load_classifier(threads=ENCODER_THREADS)
+    # As the proxy loads it: one encoder thread, and BLAS held to one thread for the whole process.
+    classifier = default_classifier_loader(None, None)
+    assert isinstance(classifier, DifficultyClassifier)
     encoder = classifier.encoder
     classifier.predict_score(["warm-up"])
     two_stage = None
