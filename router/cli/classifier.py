@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from tqdm import tqdm
 
+from classifiers.encoders import DEFAULT_EMBEDDING_MODEL
 from core.errors import ConfigError
 from router.cli._common import configure_logging, reports_errors
 from router.cli._progress import ProgressEncoder
@@ -69,7 +70,7 @@ SkipOption = Annotated[
 ]
 EmbeddingOption = Annotated[
     str | None,
-    typer.Option("--embedding-model", help="Encoder: the shipped all-MiniLM-L6-v2-layer1-ht64-ffn64-onnx-int8 (default, or the artifact's), an exported ONNX folder, or a sentence-transformers name or folder (train extra)."),
+    typer.Option("--embedding-model", help=f"Encoder: the shipped {DEFAULT_EMBEDDING_MODEL} (default, or the artifact's), an exported ONNX folder, or a sentence-transformers name or folder (train extra)."),
 ]
 NoCacheOption = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the on-disk embedding cache.")]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Log debug detail.")]
