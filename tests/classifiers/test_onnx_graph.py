@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
@@ -15,17 +14,7 @@ from classifiers.shipped import SHIPPED_ENCODER, shipped_path
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-EXPORT = Path(__file__).resolve().parents[2] / "data" / "encoders" / "export.py"
 WIDTH = 16
-
-
-@pytest.fixture(scope="module")
-def export() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("export", EXPORT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def skip_layer_norm_model(path: Path, *, bias: bool) -> None:
